@@ -1,0 +1,42 @@
+"""The command line, `python -m detection <command>`.
+
+Each command lives in its own module under detection/cli/ with `register(subparsers)` and `run(args)`;
+this module only dispatches. The command names, inputs and outputs are an interface other tools drive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Module names under detection.cli, in the order `--help` lists them.
+COMMANDS = [
+    "scan",
+    "rules",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m detection",
+        description="Detection rules over Microsoft 365 audit records (Event Hub bodies).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"detection.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # A downstream `head` closed the pipe: not an error of ours.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        return 130
