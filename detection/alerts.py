@@ -34,11 +34,17 @@ class Alert:
     new_value: str | None
     ecs: dict[str, Any] = field(repr=False)
     raw: dict[str, Any] = field(repr=False)
+    # The rule's short investigation and response steps, carried so a stored alert renders the same
+    # notification later even if the rule file has changed since.
+    investigation: tuple[str, ...] = ()
+    response: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The alert as JSON-ready data: the `scan` output line and the webhook body."""
         data = asdict(self)
         data["threat"] = list(self.threat)
+        data["investigation"] = list(self.investigation)
+        data["response"] = list(self.response)
         return data
 
     @property
@@ -103,4 +109,6 @@ def build_alert(rule: Rule, ecs: dict[str, Any], raw: dict[str, Any]) -> Alert:
         new_value=_text(get_field(ecs, spec.new_value_field)),
         ecs=ecs,
         raw=raw,
+        investigation=rule.guide.investigation,
+        response=rule.guide.response,
     )

@@ -1,0 +1,57 @@
+"""How command-line tools read Event Hub bodies from files: the one convention every command shares.
+
+A file is one body (bytes as they would arrive, gzip included); a `.jsonl`/`.ndjson` file is one body
+per line, as a producer that sends one record per event would; `-` (or no path at all) is one body
+from standard input.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+LINE_SUFFIXES = (".jsonl", ".ndjson")
+
+
+class InputError(OSError):
+    """An input path we cannot read; the message names the path."""
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def iter_bodies(paths: Sequence[str], *, split_lines: bool | None = None) -> Iterator[bytes]:
+    """Bodies in input order. `split_lines` forces (True) or forbids (False) one body per line."""
+    for path in paths or ["-"]:
+        data = _read(path)
+        per_line = split_lines if split_lines is not None else path.lower().endswith(LINE_SUFFIXES)
+        if per_line:
+            for line in data.splitlines():
+                if line.strip():
+                    yield line
+        else:
+            yield data
+
+
+def count_bodies(paths: Sequence[str]) -> int | None:
+    """How many bodies `iter_bodies` will yield, for progress bars; None when it cannot know cheaply."""
+    total = 0
+    for path in paths:
+        if path == "-":
+            return None
+        if path.lower().endswith(LINE_SUFFIXES):
+            try:
+                with open(path, "rb") as handle:
+                    total += sum(1 for line in handle if line.strip())
+            except OSError:
+                return None
+        else:
+            total += 1
+    return total
