@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` (the main job on embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+SHARED := ../shared/conformance
+
+.PHONY: deps demo test test-fast lint bench rules-test ecs-check settings-table clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(VENV)/.installed node_modules/.installed
+
+## The bundled sample stream through the whole pipeline (Azurite in memory; console, or the webhooks set).
+demo: deps
+	$(PY) -m detection demo
+
+## Everything: lint, every rule's own records, ECS conformance, the whole test suite.
+test: deps
+	$(BIN)/ruff check .
+	$(PY) -m detection rules test
+	@if [ -x $(SHARED)/check-ecs ]; then $(SHARED)/check-ecs --python $(PY) --min 0.99; \
+	  else echo "ECS conformance fixtures not found beside the project: skipped"; fi
+	$(BIN)/pytest -q
+
+## The fast suite: no Azurite, HTTP servers or node.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -q -m "not integration"
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) -m detection bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
