@@ -7,7 +7,6 @@ depend on the shape of a query, not on how it was parsed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class ValueNot:
     item: ValueExpr
 
 
-ValueExpr = Union[Value, ValueOr, ValueAnd, ValueNot]
+ValueExpr = Value | ValueOr | ValueAnd | ValueNot
 
 
 @dataclass(frozen=True)
@@ -118,4 +117,4 @@ class Not:
     item: Node
 
 
-Node = Union[Match, Exists, Range, Nested, FreeText, MatchAll, And, Or, Not]
+Node = Match | Exists | Range | Nested | FreeText | MatchAll | And | Or | Not
