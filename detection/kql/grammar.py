@@ -4,17 +4,17 @@ The grammar follows Kibana's kuery grammar, the one Elastic's detection engine r
 parses there parses here with the same meaning:
 
 * precedence `or` < `and` < `not` < parentheses; `and`/`or`/`not` in any letter case;
-* `and`/`or`/`not` are keywords only as whole words followed by whitespace (or the end of the query);
-  the contextual lexer makes a keyword that cannot appear at a position an ordinary word, so `f:or`
-  is the value "or" just as in Kibana;
+* `and`/`or`/`not` are keywords only as whole words followed by whitespace (or by the end of the
+  query, `(`, `)`, `}` or `"`); the contextual lexer makes a keyword that cannot appear at a position
+  an ordinary word, so `f:or` is the value "or" just as in Kibana;
 * an unquoted value is a run of words: `f:S3 Browser` is the single value "S3 Browser" (Kibana keeps
   the inner whitespace, we rebuild it from the source text);
 * escapes are resolved later (`parser.py`), the tokens here only delimit them.
 
 Deliberate differences: a keyword may be directly followed by `(` or `"`, and a field's value may start
 with `not` outside parentheses (`f:not x`, as Elastic's detection-rules tooling accepts) — both accept
-queries Kibana rejects without changing any query it accepts. A dangling keyword at the very end
-(`a:b and`) is a syntax error here, where Kibana would quietly read the value "b and".
+queries Kibana rejects without changing any query it accepts. A dangling keyword (`a:b and`,
+`f:(a or)`) is a syntax error here, where Kibana would quietly read the value "b and" or "a or".
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ QUOTED: /"(?:\\[\\"]|\\[trn]|\\u[0-9a-fA-F]{4}|\\(?![\\"])|[^"\\])*"/
 // An unquoted word: no whitespace, specials only escaped, `*` is the wildcard.
 WORD: /(?:[^\s\\():<>"*{}]|\*|\\[\\():<>"*{}]|\\[trn]|\\u[0-9a-fA-F]{4}|\\(?i:or|and|not))+/
 
-_OR.2: /(?i:or)(?=[\s("]|$)/
-_AND.2: /(?i:and)(?=[\s("]|$)/
-_NOT.2: /(?i:not)(?=[\s("]|$)/
+_OR.2: /(?i:or)(?=[\s()"}]|$)/
+_AND.2: /(?i:and)(?=[\s()"}]|$)/
+_NOT.2: /(?i:not)(?=[\s()"}]|$)/
 
 %ignore /\s+/
 """
