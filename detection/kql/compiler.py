@@ -184,12 +184,7 @@ def _path_reader(parts: Sequence[str], test: Test) -> Predicate:
     """Chain one step per path part; each step also tries the remaining parts joined as one dotted key."""
 
     def leaf(obj: Any) -> bool:
-        if isinstance(obj, list):
-            for item in obj:
-                if leaf(item):
-                    return True
-            return False
-        return test(obj)
+        return _some(obj, leaf) if isinstance(obj, list) else test(obj)
 
     steps: dict[int, Callable[[Any], bool]] = {len(parts): leaf}
     for start in reversed(range(len(parts))):
@@ -206,11 +201,7 @@ def _step(options: tuple[tuple[str, Callable[[Any], bool]], ...]) -> Callable[[A
             if isinstance(obj, dict):
                 value = obj.get(key)
                 return value is not None and then(value)
-            if isinstance(obj, list):
-                for item in obj:
-                    if single(item):
-                        return True
-            return False
+            return isinstance(obj, list) and _some(obj, single)
 
         return single
 
@@ -221,13 +212,17 @@ def _step(options: tuple[tuple[str, Callable[[Any], bool]], ...]) -> Callable[[A
                 if value is not None and then(value):
                     return True
             return False
-        if isinstance(obj, list):
-            for item in obj:
-                if several(item):
-                    return True
-        return False
+        return isinstance(obj, list) and _some(obj, several)
 
     return several
+
+
+def _some(items: list[Any], check: Callable[[Any], bool]) -> bool:
+    """Arrays are flattened: a check holds for an array when it holds for one of its items."""
+    for item in items:
+        if check(item):
+            return True
+    return False
 
 
 def _any_leaf(obj: Any, test: Test) -> bool:

@@ -33,6 +33,7 @@ from .ast import (
 from .grammar import SPECIAL_CHARACTERS, TERMINAL_NAMES, kql_parser
 
 KEYWORD_LITERALS = frozenset({"true", "false", "null"})
+MAX_DEPTH = 100  # levels of nesting (parentheses that group, not, nested queries, value lists)
 _ESCAPED_WHITESPACE = {"t": "\t", "r": "\r", "n": "\n"}
 _HEX = frozenset("0123456789abcdefABCDEF")
 _STAR = object()  # marks an unescaped `*` while decoding an unquoted word
@@ -49,8 +50,8 @@ class KqlSyntaxError(ValueError):
         self.column = column
 
     def __str__(self) -> str:
-        lines = self.query.splitlines() or [""]
-        text = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
+        lines = self.query.split("\n")  # the same line breaks `line` was counted with
+        text = lines[self.line - 1].rstrip("\r") if 0 < self.line <= len(lines) else ""
         # Keep tabs in the padding so the caret lines up however the terminal renders them.
         pad = "".join("\t" if ch == "\t" else " " for ch in text[: self.column - 1])
         return f"{self.message} (line {self.line}, column {self.column})\n{text}\n{pad}^"
@@ -65,11 +66,41 @@ def parse(query: str) -> Node:
     except UnexpectedInput as exc:
         raise _syntax_error(exc, query) from None
     try:
-        return _Builder(query).transform(tree)
+        node = _Builder(query).transform(tree)
     except VisitError as exc:  # the builder's own checks raise KqlSyntaxError inside lark's visitor
         if isinstance(exc.orig_exc, KqlSyntaxError):
             raise exc.orig_exc from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise _too_deep(query) from None
         raise
+    except RecursionError:
+        raise _too_deep(query) from None
+    if _depth(node) > MAX_DEPTH:
+        raise _too_deep(query)
+    return node
+
+
+def _too_deep(query: str) -> KqlSyntaxError:
+    # Compiled predicates recurse once per level, so the limit also keeps evaluation within the stack.
+    return KqlSyntaxError(f"query nests more than {MAX_DEPTH} levels deep", query, 1, 1)
+
+
+def _depth(node: Node | ValueExpr) -> int:
+    """Nesting depth of a tree, computed without recursion (the tree may be deeper than the stack)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(current, And | Or | ValueOr | ValueAnd):
+            stack.extend((item, level + 1) for item in current.items)
+        elif isinstance(current, Not | ValueNot):
+            stack.append((current.item, level + 1))
+        elif isinstance(current, Nested):
+            stack.append((current.query, level + 1))
+        elif isinstance(current, Match | FreeText):
+            stack.append((current.value, level + 1))
+    return deepest
 
 
 def _position(query: str, offset: int) -> tuple[int, int]:

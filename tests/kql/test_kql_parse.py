@@ -278,3 +278,26 @@ def test_invalid_queries(query, column):
 def test_non_string_query_is_a_type_error():
     with pytest.raises(TypeError):
         parse(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{0}a:1", "a:{{{1}b:1{2}}}"],
+)
+def test_nesting_is_limited_instead_of_exhausting_the_stack(template):
+    shallow = template.format("not " * 40, "c:{" * 40, "}" * 40)
+    assert parse(shallow)
+    deep = template.format("not " * 5000, "c:{" * 5000, "}" * 5000)
+    err = error_for(deep)
+    assert "levels deep" in err.message
+    assert (err.line, err.column) == (1, 1)
+
+
+def test_deep_parentheses_that_only_group_are_fine():
+    assert parse("(" * 2000 + "a:1" + ")" * 2000) == m("a", "1")
+
+
+def test_caret_line_counts_only_newlines():
+    err = error_for('a:"x\u2028y" and\r\n)')
+    assert (err.line, err.column) == (2, 1)
+    assert str(err).splitlines()[-2:] == [")", "^"]
