@@ -13,9 +13,10 @@ from dataclasses import dataclass
 class Value:
     """One value as written in the query, escapes resolved.
 
-    `text` is the value with escapes removed. `quoted` values are never wildcards. For an unquoted value
-    containing unescaped `*`, `segments` holds the literal pieces between the stars (so `a*b*` is
-    ("a", "b", "")); for any other value `segments` is None. `keyword` marks unquoted true/false/null.
+    `text` is the value with escapes removed (for a wildcard: its segments joined by `*`). `quoted`
+    values are never wildcards. For an unquoted value containing unescaped `*`, `segments` holds the
+    literal pieces between the stars (so `a*b*` is ("a", "b", "")); for any other value `segments` is
+    None. `keyword` marks unquoted true/false/null (lower case only: `True` is an ordinary string).
     """
 
     text: str
