@@ -183,8 +183,16 @@ def _field_reader(field: Field) -> Reader:
 def _path_reader(parts: Sequence[str], test: Test) -> Predicate:
     """Chain one step per path part; each step also tries the remaining parts joined as one dotted key."""
 
-    def leaf(obj: Any) -> bool:
-        return _some(obj, leaf) if isinstance(obj, list) else test(obj)
+    if isinstance(test, _Equals):  # the common case: one string, compared inline without a call
+        text = test.text
+
+        def leaf(obj: Any) -> bool:
+            return obj == text or (isinstance(obj, list) and _some(obj, leaf))
+
+    else:
+
+        def leaf(obj: Any) -> bool:
+            return _some(obj, leaf) if isinstance(obj, list) else test(obj)
 
     steps: dict[int, Callable[[Any], bool]] = {len(parts): leaf}
     for start in reversed(range(len(parts))):
@@ -289,7 +297,7 @@ def _values_test(values: Sequence[Value]) -> Test:
     if not wildcards and not numbers and not flags:
         if len(texts) == 1:
             (text,) = texts
-            return lambda value: value == text  # never equal to a non-string
+            return _Equals(text)
         return lambda value: isinstance(value, str) and value in texts
     if not wildcards and len(texts) == 1 and not flags:
         (text,) = texts
@@ -317,6 +325,18 @@ def _values_test(values: Sequence[Value]) -> Test:
         return False
 
     return typed
+
+
+class _Equals:
+    """Equality with one string (never equal to a non-string); readers recognise it and inline it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self, value: Any) -> bool:
+        return value == self.text
 
 
 def _is_number(value: Any) -> bool:

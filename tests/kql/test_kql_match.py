@@ -222,6 +222,7 @@ def test_json_true_matches_lower_case_true(query):
 
 def test_json_booleans_are_not_numbers_or_capitalised():
     assert not matches("f:True", {"f": True})
+    assert not matches("f:(True or False)", {"f": True})
     assert not matches("f:1", {"f": True})
     assert not matches("f:0", {"f": False})
     assert not matches("f:true", {"f": 1})
@@ -312,6 +313,14 @@ def test_free_text_matches_any_leaf():
     assert not matches("Help", doc)
     assert matches("IT and MailItemsAccessed", doc)
     assert not matches("IT and Help", doc)
+
+
+def test_free_text_and_wildcard_fields_keep_json_types():
+    assert not matches("True", {"f": True})
+    assert matches("True", {"f": "True"})
+    assert not matches("o365.*:True", {"o365": {"x": True}})
+    assert matches("o365.*:true", {"o365": {"x": True}})
+    assert not matches("o365.*:5", {"o365": {"x": "5.0"}})
 
 
 def test_free_text_does_not_match_keys():
