@@ -16,6 +16,7 @@ COMMANDS = [
     "scan",
     "rules",
     "settings",
+    "preview",
 ]
 
 

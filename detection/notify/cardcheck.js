@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Checks Adaptive Cards with Microsoft's own adaptivecards SDK, and renders them to HTML for preview.
 //
-//   node detection/notify/cardcheck.js [--version 1.4] [--max-bytes 28000] [--html OUT [--append FRAGMENT]] [FILE...]
+//   node detection/notify/cardcheck.js [--version 1.4] [--max-bytes 28000] [--html OUT [--before FRAGMENT] [--after FRAGMENT]] [FILE...]
 //
 // Each FILE (or stdin when none is given, or "-") holds one JSON value: an Adaptive Card, a Teams
 // message envelope ({"type": "message", "attachments": [...]}), or an array of those. Every card is
@@ -10,7 +10,7 @@
 // would go unnoticed) or one newer than the target version, a card of another version and an envelope
 // that is not the Workflows shape are problems too. One line per card goes to stdout ("ok NAME" or
 // "FAIL NAME: problem"); the exit status is 1 when any card has a problem, 2 on unusable input.
-// --html writes a page with every card rendered by the SDK; --append adds an HTML fragment after them.
+// --html writes a page with every card rendered by the SDK; --before/--after add HTML fragments around them.
 //
 // The SDK's dist bundle is plain CommonJS and parses without a browser; only rendering needs a DOM,
 // and the small one below is enough for the static HTML of the elements the SDK renders.
@@ -283,13 +283,14 @@ ${sections}
 // ---- command line ----
 
 function parseArgs(argv) {
-  const options = { version: "1.4", maxBytes: 28000, html: null, append: null, files: [] };
+  const options = { version: "1.4", maxBytes: 28000, html: null, before: null, after: null, files: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--version") options.version = argv[++i];
     else if (arg === "--max-bytes") options.maxBytes = Number(argv[++i]);
     else if (arg === "--html") options.html = argv[++i];
-    else if (arg === "--append") options.append = argv[++i];
+    else if (arg === "--before") options.before = argv[++i];
+    else if (arg === "--after") options.after = argv[++i];
     else if (arg === "-h" || arg === "--help") options.help = true;
     else if (arg.startsWith("--")) throw new Error(`unknown option ${arg}`);
     else options.files.push(arg);
@@ -297,7 +298,7 @@ function parseArgs(argv) {
   if (!options.version || !/^\d+\.\d+$/.test(options.version)) throw new Error("--version needs a version such as 1.4");
   if (!Number.isFinite(options.maxBytes) || options.maxBytes <= 0) throw new Error("--max-bytes needs a positive number");
   if (options.html === undefined) throw new Error("--html needs a file name");
-  if (options.append === undefined) throw new Error("--append needs a file name");
+  if (options.before === undefined || options.after === undefined) throw new Error("--before/--after need a file name");
   return options;
 }
 
@@ -320,7 +321,7 @@ function main(argv) {
   try {
     options = parseArgs(argv);
     if (options.help) {
-      process.stdout.write("usage: cardcheck.js [--version 1.4] [--max-bytes 28000] [--html OUT [--append FRAGMENT]] [FILE...]\n");
+      process.stdout.write("usage: cardcheck.js [--version 1.4] [--max-bytes 28000] [--html OUT [--before FRAGMENT] [--after FRAGMENT]] [FILE...]\n");
       return 0;
     }
     inputs = readInputs(options.files);
@@ -354,8 +355,9 @@ function main(argv) {
     }
   }
   if (options.html) {
-    const extra = options.append ? fs.readFileSync(options.append, "utf8") : "";
-    fs.writeFileSync(options.html, htmlPage(sections.join("\n") + "\n" + extra), "utf8");
+    const fragment = (file) => (file ? fs.readFileSync(file, "utf8") + "\n" : "");
+    const body = fragment(options.before) + sections.join("\n") + "\n" + fragment(options.after);
+    fs.writeFileSync(options.html, htmlPage(body), "utf8");
   }
   return failed ? 1 : 0;
 }
