@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 SHARED := ../shared/conformance
 
-.PHONY: deps demo test test-fast lint bench rules-test ecs-check settings-table clean
+.PHONY: deps demo test test-fast lint bench rules-test ecs-check settings-table clean iac
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,18 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m detection bench
+
+## Infrastructure checks: checkov in its own venv (it pins many packages), then the template tests.
+IAC_VENV := .venv-iac
+$(IAC_VENV)/.installed:
+	$(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/pip install --quiet "checkov>=3.2,<4" "pycep-parser>=0.5,<0.6" "tree-sitter>=0.23,<0.27" "tree-sitter-bicep>=1.1,<2"
+	touch $@
+
+iac: $(IAC_VENV)/.installed $(VENV)/.installed
+	$(IAC_VENV)/bin/checkov --framework bicep --skip-download --compact --quiet -d infra
+	$(BIN)/pytest -q tests/test_infra.py tests/test_settings_consistency.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

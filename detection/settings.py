@@ -220,7 +220,7 @@ class Settings:
     azure_webjobs_storage_account: str | None = setting(
         "AzureWebJobsStorage__accountName", _optional_text, None,
         "The host's storage account name; fallback for alert state (endpoint derived from it).",
-        group="Alert state", infra=True)
+        group="Alert state")
     azure_client_id: str | None = setting(
         "AZURE_CLIENT_ID", _optional_text, None,
         "Client id of the user-assigned managed identity used for Azure access.",
@@ -286,12 +286,17 @@ class Settings:
         group="Function app", infra=True)
     redeliver_schedule: str = setting(
         "REDELIVER_SCHEDULE", _text, "0 */5 * * * *",
-        "NCRONTAB schedule of the redelivery timer (bound by the host).",
-        group="Function app")
+        "NCRONTAB schedule of the redelivery timer (bound by the host, so it must be set).",
+        group="Function app", infra=True)
     deadletter_container: str = setting(
         "DEADLETTER_CONTAINER", _text, "deadletter",
         "Blob container where batches that failed every retry are written for replay.",
-        group="Function app")
+        group="Function app", infra=True)
+    azure_webjobs_storage_blob_uri: str | None = setting(
+        "AzureWebJobsStorage__blobServiceUri", _optional_text, None,
+        "The host's identity-based blob endpoint, home of the dead-letter container (else the "
+        "connection strings above).",
+        group="Function app", infra=True)
 
     # Health
     silence_threshold: timedelta = setting(
