@@ -1,0 +1,241 @@
+"""Moving one stored deliverable forward: decide its suppression role, then send what it still owes.
+
+The batch handler and the outbox run this same routine, so a batch that is redelivered, an instance
+that died mid-batch and the timer that sweeps owed notifications all finish the work the same way.
+Every step reads the entity, decides (pure, in `lifecycle`) and writes back with the ETag it read; a
+conflicting writer only makes us read again. Nothing is decided from "I was the one who created it",
+so a retried request whose first attempt did land cannot make an alert skip its notification.
+
+Per destination: claim (lease + token, written with the ETag), send, record the outcome. A terminal
+entry (delivered, accepted, failed) is never sent again; a pending one with a live lease belongs to
+whoever holds the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import random as _random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from detection.notify.base import (
+    AlertMessage,
+    DeliveryFailedMessage,
+    Destination,
+    Message,
+    Outcome,
+    OverflowMessage,
+    next_attempt_delay,
+)
+from detection.state import codec, keys, lifecycle
+from detection.state.lifecycle import Group
+from detection.state.store import CONFLICT_ATTEMPTS, AlertStore, Contention, Ref, backoff, ref_of
+from detection.state.tables import EtagMismatch, Stored
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# Longer than the slowest send (bounded retries and timeouts) to every destination of one alert.
+LEASE = timedelta(minutes=10)
+
+
+@dataclass
+class Progress:
+    """What advancing one deliverable did, for the batch report."""
+
+    role: str | None = None  # "head", "member" or "solo" when decided by this call
+    notified: int = 0  # sends that ended delivered or accepted
+    failures: int = 0  # sends that ended failed or to be retried
+    owed: bool = False  # still owes a destination (the outbox will retry)
+
+
+class Deliverer:
+    def __init__(self, store: AlertStore, destinations: Sequence[Destination], *, clock: Clock,
+                 max_age: timedelta, lease: timedelta = LEASE,
+                 random: Callable[[], float] = _random.random) -> None:
+        self.store = store
+        self.destinations = list(destinations)
+        self.by_name = {d.name: d for d in self.destinations}
+        self.clock = clock
+        self.max_age = max_age
+        self.lease = lease
+        self.random = random
+
+    def advance(self, stored: Stored) -> Progress:
+        progress = Progress()
+        current: Stored | None = stored
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if current is None:
+                return progress
+            try:
+                current = self._decide(current, progress)
+                if current is not None:
+                    self._deliver(current, progress)
+                return progress
+            except EtagMismatch:
+                current = self.store.get(ref_of(current.entity))
+                backoff(attempt)
+        raise Contention(f"{ref_of(stored.entity)}: too many concurrent updates")
+
+    # ---- suppression role ----
+
+    def _decide(self, stored: Stored, progress: Progress) -> Stored | None:
+        entity = stored.entity
+        if entity.get("kind") != "alert" or entity.get("role") != "undecided":
+            return stored
+        now = self.clock()
+        alert = codec.alert_from_entity(entity)
+        series = entity.get("group_series")
+        role, head = "solo", None
+        if series:
+            start = entity["group_window"]
+            group = Group(str(series), (), start, entity.get("group_end") or start)
+            role, head = self.store.join_group(group, alert.alert_id, alert.tenant_id, alert.rule_id, now)
+        if role == "member":
+            self.store.update(stored, {"role": "member", "status": "suppressed", "head_alert_id": head,
+                                       "owed": False}, now)
+            self.store.clear_owed(ref_of(entity))
+            progress.role = "member"
+            return None
+        count = self.store.take_unreported(str(series), alert.alert_id) if series else 0
+        message = AlertMessage(alert, suppressed_count=count)
+        ledger = lifecycle.new_ledger([d.name for d in self.destinations if d.accepts(message)], now)
+        updated = self.store.update(stored, {
+            "role": role, "suppressed_count": count, "ledger": codec.dumps(ledger),
+            "owed": lifecycle.owes(ledger), "next_attempt_at": now}, now)
+        progress.role = role
+        return updated
+
+    # ---- sending ----
+
+    def _deliver(self, stored: Stored, progress: Progress) -> None:
+        now = self.clock()
+        ledger = codec.loads(stored.entity.get("ledger"), {})
+        names = lifecycle.due(ledger, now)
+        if names:
+            token = uuid.uuid4().hex
+            claimed = lifecycle.claim(ledger, names, now=now, lease=self.lease, token=token)
+            stored = self.store.update(stored, {"ledger": codec.dumps(claimed)}, now)
+            message = self._message(stored.entity)
+            for name in names:
+                destination = self.by_name.get(name)
+                if message is None:
+                    outcome = Outcome("failed", None, "the alert this notice is about is no longer stored")
+                elif destination is None:
+                    outcome = Outcome("retry", None, f"destination {name} is not configured in this instance")
+                else:
+                    outcome = self._send(destination, message)
+                if outcome.done:
+                    progress.notified += 1
+                else:
+                    progress.failures += 1
+                stored = self._record(stored, name, outcome, token)
+        self._settle(stored, progress, changed=bool(names) or progress.role is not None)
+
+    @staticmethod
+    def _send(destination: Destination, message: Message) -> Outcome:
+        """Destinations report every ending as an Outcome; a bug that raises is one more retry, not a
+        lost batch (the type only: an exception's text may quote a URL)."""
+        try:
+            return destination.send(message)
+        except Exception as exc:
+            log.exception("%s: send raised", destination.name)
+            return Outcome("retry", None, f"{destination.name} raised {type(exc).__name__}")
+
+    def _record(self, stored: Stored, name: str, outcome: Outcome, token: str) -> Stored:
+        """Write one send's outcome, re-reading on conflict (other destinations' writers)."""
+        current: Stored | None = stored
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if current is None:
+                raise EtagMismatch("deliverable vanished while being sent")
+            now = self.clock()
+            ledger = codec.loads(current.entity.get("ledger"), {})
+            attempts = int(ledger.get(name, {}).get("attempts") or 1)
+            delay = next_attempt_delay(attempts, retry_after=outcome.retry_after, random=self.random)
+            created = current.entity.get("created_at") or now
+            updated = lifecycle.record_outcome(ledger, name, outcome, token=token, now=now, created=created,
+                                               max_age=self.max_age, delay=delay)
+            try:
+                return self.store.update(current, self._ledger_changes(current.entity, updated), now)
+            except EtagMismatch:
+                current = self.store.get(ref_of(current.entity))
+                backoff(attempt)
+        raise Contention(f"{ref_of(stored.entity)}: too many concurrent updates")
+
+    @staticmethod
+    def _ledger_changes(entity: dict[str, Any], ledger: lifecycle.Ledger) -> dict[str, Any]:
+        changes: dict[str, Any] = {"ledger": codec.dumps(ledger), "owed": lifecycle.owes(ledger)}
+        next_time = lifecycle.next_due(ledger)
+        if next_time is not None:
+            changes["next_attempt_at"] = next_time
+        if entity.get("kind") == "notice" or entity.get("role") in ("head", "solo"):
+            changes["status"] = lifecycle.delivery_status(ledger)
+        return changes
+
+    def _settle(self, stored: Stored, progress: Progress, *, changed: bool) -> None:
+        """Point the owed index at the next attempt (or drop it once nothing is owed), and tell the
+        other destinations about any destination that will never get this alert. A deliverable this
+        call did not change needs neither (a redelivered batch costs no index writes)."""
+        now = self.clock()
+        ref = ref_of(stored.entity)
+        ledger = codec.loads(stored.entity.get("ledger"), {})
+        if lifecycle.owes(ledger):
+            self.store.mark_owed(ref, lifecycle.next_due(ledger) or now, now)
+            progress.owed = True
+        elif changed:
+            self.store.clear_owed(ref)
+        if stored.entity.get("kind") == "alert":
+            self._notice_failures(stored, ledger, now)
+
+    def _notice_failures(self, stored: Stored, ledger: lifecycle.Ledger, now: datetime) -> None:
+        noticed = set(codec.loads(stored.entity.get("failures_noticed"), []))
+        for name in sorted(lifecycle.failed(ledger) - noticed):
+            entry = ledger[name]
+            alert = codec.alert_from_entity(stored.entity)
+            message = DeliveryFailedMessage(alert, name, str(entry.get("error") or "delivery failed"))
+            others = [d.name for d in self.destinations if d.name != name and d.accepts(message)]
+            log.warning("alert %s (rule %s, record %s) was not delivered to %s: %s", alert.alert_id,
+                        alert.rule_id, alert.record_id, name, entry.get("error"))
+            if others:
+                ref = ref_of(stored.entity)
+                notice = self.store.notice_entity(
+                    tenant_id=alert.tenant_id, notice=keys.notice_id("failed", ref.partition, ref.row, name),
+                    notice_kind="delivery_failed", now=now, ledger=lifecycle.new_ledger(others, now),
+                    body={"alert_pk": ref.partition, "alert_rk": ref.row, "destination": name,
+                          "error": message.error})
+                self.deliver_new(notice)
+            noticed.add(name)
+            stored = self.store.update(stored, {"failures_noticed": codec.dumps(sorted(noticed))}, now)
+
+    def deliver_new(self, entity: dict[str, Any]) -> tuple[bool, Progress]:
+        """Store a new deliverable (index row first) and advance it; (created?, progress)."""
+        now = self.clock()
+        ref = ref_of(entity)
+        existing = self.store.get(ref)
+        if existing is None:
+            if entity.get("owed"):
+                self.store.mark_owed(ref, now, now)
+            created = self.store.create(entity)
+            if created is not None:
+                return True, self.advance(created)
+            existing = self.store.get(ref)
+            if existing is None:
+                raise EtagMismatch(f"{ref}: created elsewhere and gone again")
+        return False, self.advance(existing)
+
+    # ---- messages from entities ----
+
+    def _message(self, entity: dict[str, Any]) -> Message | None:
+        if entity.get("kind") == "alert":
+            return AlertMessage(codec.alert_from_entity(entity), int(entity.get("suppressed_count") or 0))
+        body = codec.loads(entity.get("message"), {})
+        if entity.get("notice_kind") == "overflow":
+            return OverflowMessage(**body)
+        target = self.store.get(Ref(str(body.get("alert_pk")), str(body.get("alert_rk"))))
+        if target is None:
+            return None
+        return DeliveryFailedMessage(codec.alert_from_entity(target.entity), str(body.get("destination")),
+                                     str(body.get("error")))
