@@ -1,0 +1,175 @@
+"""One batch's records → one small counters delta per tenant.
+
+The handler calls this once per batch, so the store writes one row per tenant per batch however many
+records the batch holds (bounded writes). Only three top-level keys of each raw record are read —
+OrganizationId, Workload, Operation — so counting costs a few dictionary lookups per record, not an ECS
+mapping.
+
+Besides workloads, records are counted per *operation family*: the shapes Teams admin changes have been
+logged in over the years. When one family goes quiet while another keeps arriving, a rule written for
+the first one is probably blind, and the health summary can say so with evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from detection.health.counters import (
+    OTHER,
+    PIPELINE_TENANT,
+    RECORDS,
+    Counters,
+    Seen,
+    bounded_name,
+)
+from detection.health.inputs import Pattern, RuleInputs
+
+# Most tenants one batch may create deltas for; the rest are counted together under OTHER.
+MAX_TENANTS_PER_BATCH = 100
+UNKNOWN_TENANT = "unknown-tenant"  # as alerts name a record without OrganizationId
+
+_CMDLET = re.compile(r"[A-Z][a-z]+-Cs[A-Z]")
+_CATALOG = frozenset({"AppPublishedToCatalog", "AppUpdatedInCatalog", "AppDeletedFromCatalog",
+                      "DeletedAllOrganizationApps"})
+_INSTALLS = frozenset({"AppInstalled", "AppUpgraded", "AppUninstalled"})
+
+# Operation families, in the words the health summary uses.
+TENANT_SETTING = "TeamsTenantSettingChanged"
+ADMIN_ACTION = "TeamsAdminAction"
+CMDLETS = "Teams PowerShell cmdlets (Set-Cs*, New-Cs*, ...)"
+CATALOG = "Teams app catalog changes (App*Catalog)"
+INSTALLS = "Teams app installs (AppInstalled, AppUpgraded, ...)"
+# Families that carry Teams admin configuration changes: each may replace another as Microsoft changes
+# how it logs, which is the evidence a drift finding quotes.
+ADMIN_CHANGE_FAMILIES = (TENANT_SETTING, ADMIN_ACTION, CMDLETS)
+
+
+def family_of(operation: str) -> str | None:
+    if operation == TENANT_SETTING:
+        return TENANT_SETTING
+    if operation == ADMIN_ACTION:
+        return ADMIN_ACTION
+    if operation in _CATALOG:
+        return CATALOG
+    if operation in _INSTALLS:
+        return INSTALLS
+    if _CMDLET.match(operation):
+        return CMDLETS
+    return None
+
+
+@dataclass(frozen=True)
+class Watch:
+    """The operations the loaded rules need (see inputs.py), each counted under its pattern's text."""
+
+    patterns: tuple[Pattern, ...] = ()
+
+    @classmethod
+    def of(cls, inputs: Iterable[RuleInputs]) -> Watch:
+        unique = {p for i in inputs for p in i.actions}
+        return cls(tuple(sorted(unique, key=lambda p: p.text)))
+
+    @cached_property
+    def _exact(self) -> frozenset[str]:
+        return frozenset(p.text for p in self.patterns if p.segments is None)
+
+    @cached_property
+    def _wild(self) -> tuple[Pattern, ...]:
+        return tuple(p for p in self.patterns if p.segments is not None)
+
+    def keys_for(self, action: str) -> list[str]:
+        keys = [action] if action in self._exact else []
+        keys.extend(p.text for p in self._wild if p.matches(action))
+        return keys
+
+
+def observe(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    now: datetime,
+    watch: Watch,
+    action_of: Callable[[str], str] = lambda operation: operation,
+) -> dict[str, Counters]:
+    """Count raw records by tenant, workload, operation family and watched operation.
+
+    `action_of` turns a raw Operation into the `event.action` value rules compare with (Elastic renames
+    a few), so watched operations are counted under the names the rules use.
+    """
+    per_tenant: dict[str, _Tally] = {}
+    for raw in records:
+        tenant = _tenant_of(raw)
+        tally = per_tenant.get(tenant)
+        if tally is None:
+            if len(per_tenant) >= MAX_TENANTS_PER_BATCH:
+                tenant = OTHER
+                tally = per_tenant.get(tenant)
+            if tally is None:
+                tally = per_tenant[tenant] = _Tally()
+        tally.records += 1
+        workload = bounded_name(raw.get("Workload"))
+        tally.workloads[workload] = tally.workloads.get(workload, 0) + 1
+        operation = raw.get("Operation")
+        if not isinstance(operation, str):
+            continue
+        family = family_of(operation)
+        if family is not None:
+            tally.families[family] = tally.families.get(family, 0) + 1
+        for key in watch.keys_for(action_of(operation)):
+            tally.operations[key] = tally.operations.get(key, 0) + 1
+    return {tenant: tally.freeze(tenant, now, watch) for tenant, tally in per_tenant.items()}
+
+
+def count(pairs: Iterable[tuple[str | None, str]], *, amount: int = 1) -> dict[str, Counters]:
+    """Named counters per tenant from (tenant_id, counter name) pairs: alerts, deliveries, skips."""
+    tallies: dict[str, dict[str, int]] = {}
+    for tenant_id, name in pairs:
+        tenant = bounded_name(tenant_id) if tenant_id else PIPELINE_TENANT
+        counts = tallies.setdefault(tenant, {})
+        counts[name] = counts.get(name, 0) + amount
+    return {tenant: Counters(tenant, counts) for tenant, counts in tallies.items()}
+
+
+def combine(*deltas: Mapping[str, Counters]) -> dict[str, Counters]:
+    """Several per-tenant deltas of one batch folded into one per tenant (still one write each)."""
+    out: dict[str, Counters] = {}
+    for delta in deltas:
+        for tenant, counters in delta.items():
+            current = out.get(tenant)
+            out[tenant] = counters if current is None else current.merge(counters)
+    return out
+
+
+class _Tally:
+    """Mutable per-tenant tallies while one batch is counted; frozen into Counters at the end."""
+
+    __slots__ = ("families", "operations", "records", "workloads")
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.workloads: dict[str, int] = {}
+        self.families: dict[str, int] = {}
+        self.operations: dict[str, int] = {}
+
+    def freeze(self, tenant: str, now: datetime, watch: Watch) -> Counters:
+        def seen(counts: dict[str, int]) -> dict[str, Seen]:
+            return {name: Seen(n, now, now) for name, n in counts.items()}
+
+        operations = seen(self.operations)
+        # Every watched operation is recorded, seen or not, so the store knows since when it has been
+        # looked for: absence is only evidence after a whole window of looking.
+        for pattern in watch.patterns:
+            operations.setdefault(pattern.text, Seen(0, now, None))
+        return Counters(tenant, {RECORDS: self.records}, seen(self.workloads), seen(self.families),
+                        operations)
+
+
+def _tenant_of(raw: Mapping[str, Any]) -> str:
+    value = raw.get("OrganizationId")
+    if isinstance(value, str) and value.strip():
+        return bounded_name(value.lower())
+    return UNKNOWN_TENANT

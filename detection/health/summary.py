@@ -1,0 +1,168 @@
+"""The health summary, and the notices built from it.
+
+One summary serves `python -m detection health` (printed as text or JSON) and the daily heartbeat
+(sent to every destination), so a team reads the same numbers wherever it looks. Notices are flat
+`{title, severity, <fact>: <text>}` dicts, the shape `HealthMessage` renders as a card or message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from detection.health.checks import DRIFT, SILENCE, Evaluation, Finding, Mark, Transitions, describe
+from detection.health.counters import (
+    ALERTS,
+    DELIVERED,
+    DELIVERY_FAILED,
+    EXCEPTED,
+    OVERFLOW,
+    PIPELINE_TENANT,
+    RECORDS,
+    SKIPPED,
+    SUPPRESSED,
+    Counters,
+    total,
+)
+
+TOTALS = (RECORDS, ALERTS, SUPPRESSED, EXCEPTED, OVERFLOW, DELIVERED, DELIVERY_FAILED)
+# Most findings one notice lists; the rest are counted ("and 4 more").
+MAX_NOTICE_FINDINGS = 12
+
+
+def build_summary(
+    period: Mapping[str, Counters],
+    *,
+    first_day: date,
+    last_day: date,
+    silence: Evaluation,
+    drift: Evaluation,
+    now: datetime,
+    silence_threshold: timedelta,
+    drift_window: timedelta,
+) -> dict[str, Any]:
+    """Counters of a period of UTC days plus the current findings, as JSON-ready data."""
+    overall = total(period)
+    skipped = sum(n for name, n in overall.counts.items() if name.startswith(SKIPPED + "."))
+    tenants = []
+    for tenant, counters in sorted(period.items()):
+        if tenant == PIPELINE_TENANT:
+            continue
+        tenants.append({
+            "tenant_id": tenant,
+            **{name: counters.count(name) for name in TOTALS},
+            "workloads": {name: seen.count for name, seen in sorted(counters.workloads.items())},
+            "families": {name: seen.count for name, seen in sorted(counters.families.items())},
+        })
+    silent = [f.to_dict() for f in _sorted(silence.findings.values())]
+    drifting = [f.to_dict() for f in _sorted(drift.findings.values())]
+    return {
+        "generated_at": now.isoformat(),
+        "period": {"from": first_day.isoformat(), "to": last_day.isoformat()},
+        "thresholds": {"silence": describe(silence_threshold), "drift_window": describe(drift_window)},
+        "status": "attention" if silent or drifting or overall.count(DELIVERY_FAILED) else "ok",
+        "totals": {**{name: overall.count(name) for name in TOTALS}, "skipped": skipped},
+        "skipped": {name.removeprefix(SKIPPED + "."): n for name, n in sorted(overall.counts.items())
+                    if name.startswith(SKIPPED + ".")},
+        "tenants": tenants,
+        "silence": silent,
+        "drift": drifting,
+    }
+
+
+def render_text(summary: Mapping[str, Any]) -> str:
+    """The summary for a terminal: totals, per-tenant sources, then every finding in full."""
+    totals = summary["totals"]
+    period = summary["period"]
+    lines = [
+        f"health: {summary['status']}  (period {period['from']} .. {period['to']} UTC, "
+        f"generated {summary['generated_at']})",
+        "records {records}  alerts {alerts}  suppressed {suppressed}  excepted {excepted}  "
+        "overflow {overflow}  delivered {delivered}  delivery failures {delivery_failed}  "
+        "skipped {skipped}".format(**totals),
+    ]
+    for tenant in summary["tenants"]:
+        workloads = ", ".join(f"{k} {v}" for k, v in tenant["workloads"].items()) or "none"
+        lines.append(f"tenant {tenant['tenant_id']}: {tenant['records']} records ({workloads})")
+        if tenant["families"]:
+            shapes = ", ".join(f"{k} {v}" for k, v in tenant["families"].items())
+            lines.append(f"  Teams admin shapes: {shapes}")
+    for title, key in (("silent sources", "silence"), ("rules that may be blind", "drift")):
+        items = summary[key]
+        lines.append(f"{title}: {len(items) or 'none'}")
+        lines.extend(f"  - [{item['tenant_id']}] {item['message']}" for item in items)
+    return "\n".join(lines)
+
+
+def heartbeat_notice(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The daily heartbeat: the summary's numbers and its findings, one fact each."""
+    totals = summary["totals"]
+    period = summary["period"]
+    span = period["from"] if period["from"] == period["to"] else f"{period['from']} .. {period['to']}"
+    notice: dict[str, Any] = {
+        "title": f"Detection heartbeat for {span} (UTC): {summary['status']}",
+        "severity": "low",
+        "Records": str(totals[RECORDS]),
+        "Alerts": str(totals[ALERTS]),
+        "Suppressed": str(totals[SUPPRESSED]),
+        "Delivery failures": str(totals[DELIVERY_FAILED]),
+        "Skipped records": str(totals["skipped"]),
+        "Silent sources": str(len(summary["silence"])) if summary["silence"] else "none",
+        "Rules that may be blind": str(len(summary["drift"])) if summary["drift"] else "none",
+    }
+    _add_findings(notice, [*summary["silence"], *summary["drift"]])
+    return notice
+
+
+def transition_notice(change: Transitions) -> dict[str, Any] | None:
+    """One notice for everything that started or ended in one run of the checks (None: nothing did)."""
+    if not change.started and not change.ended:
+        return None
+    silent = [f for f in change.started if f.kind == SILENCE]
+    blind = [f for f in change.started if f.kind == DRIFT]
+    recovered = [m for m in change.ended if m.kind == SILENCE]
+    restored = [m for m in change.ended if m.kind == DRIFT]
+    parts = []
+    if silent:
+        parts.append(f"{len(silent)} source{'s' if len(silent) != 1 else ''} silent")
+    if blind:
+        parts.append(f"{len(blind)} rule{'s' if len(blind) != 1 else ''} may be blind")
+    if recovered:
+        parts.append(f"{len(recovered)} source{'s' if len(recovered) != 1 else ''} recovered")
+    if restored:
+        parts.append(f"{len(restored)} rule input{'s' if len(restored) != 1 else ''} seen again")
+    notice: dict[str, Any] = {
+        "title": "Detection health: " + ", ".join(parts),
+        "severity": "medium" if silent or blind else "low",
+    }
+    _add_findings(notice, [f.to_dict() for f in (*silent, *blind)])
+    ended = [_ended_text(m) for m in (*recovered, *restored)]
+    for i, text in enumerate(ended[:MAX_NOTICE_FINDINGS], 1):
+        notice[f"Resolved {i}"] = text
+    if len(ended) > MAX_NOTICE_FINDINGS:
+        notice["Resolved, more"] = f"{len(ended) - MAX_NOTICE_FINDINGS} more not shown"
+    if silent or blind:
+        notice["What to check"] = (
+            "Silent source: is the Event Hub still receiving (the Management Activity subscription or "
+            "the Defender stream may have stopped)? Blind rule: does the tenant now log this change in "
+            "another shape? Run `python -m detection health` for the full picture.")
+    return notice
+
+
+def _add_findings(notice: dict[str, Any], findings: Sequence[Mapping[str, Any]]) -> None:
+    for i, item in enumerate(findings[:MAX_NOTICE_FINDINGS], 1):
+        label = "Silent" if item["kind"] == SILENCE else "Blind rule"
+        notice[f"{label} {i}"] = f"[{item['tenant_id']}] {item['message']}"
+    if len(findings) > MAX_NOTICE_FINDINGS:
+        notice["More findings"] = f"{len(findings) - MAX_NOTICE_FINDINGS} more not shown"
+
+
+def _ended_text(mark: Mark) -> str:
+    if mark.kind == SILENCE:
+        return f"[{mark.tenant_id}] {mark.subject} records are arriving again."
+    return f"[{mark.tenant_id}] the operations the rule \"{mark.subject}\" needs are arriving again."
+
+
+def _sorted(findings: Sequence[Finding] | Any) -> list[Finding]:
+    return sorted(findings, key=lambda f: f.key)

@@ -1,0 +1,331 @@
+"""Health counters, per-batch aggregation, rule inputs, and the silence and drift checks (pure core)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from detection.health import (
+    Counters,
+    Seen,
+    Watch,
+    check_drift,
+    check_silence,
+    combine,
+    count,
+    inputs_of,
+    observe,
+    rule_inputs,
+    transitions,
+)
+from detection.health.counters import ALERTS, MAX_KEYS, OTHER, PIPELINE_TENANT, RECORDS
+from detection.health.notices import HealthState, advance, due, heartbeat_day_due, settle
+from detection.health.observe import ADMIN_ACTION, CMDLETS, TENANT_SETTING, family_of
+from detection.health.summary import build_summary, heartbeat_notice, render_text
+from detection.kql import parse
+from detection.rules import load_rules
+from detection.settings import BUNDLED_RULES_DIR
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+TENANT = "4b2c9e11-7d3a-4f0e-9c55-1a2b3c4d5e6f"
+OTHER_TENANT = "9f8e7d6c-5b4a-4321-8fed-cba987654321"
+SEED_ID = "bbd1a775-8267-41fa-9232-20e5582596ac"
+DAY = timedelta(days=1)
+
+
+def record(operation: str, workload: str = "MicrosoftTeams", tenant: str = TENANT) -> dict:
+    return {"Id": f"{operation}-{workload}", "Operation": operation, "Workload": workload,
+            "OrganizationId": tenant.upper(), "RecordType": 25, "CreationTime": "2026-11-01T00:00:00"}
+
+
+def bundled_inputs():
+    return inputs_of(load_rules(BUNDLED_RULES_DIR).rules)
+
+
+# ---- counters ----
+
+def test_merging_adds_counts_and_keeps_the_earliest_since_and_latest_last():
+    a = Counters(TENANT, {RECORDS: 2}, {"Exchange": Seen(2, T0, T0 + DAY)})
+    b = Counters(TENANT, {RECORDS: 3, ALERTS: 1}, {"Exchange": Seen(3, T0 - DAY, T0),
+                                                   "MicrosoftTeams": Seen(1, T0, T0)})
+    assert a.merge(b) == b.merge(a)
+    merged = a.merge(b)
+    assert merged.counts == {RECORDS: 5, ALERTS: 1}
+    assert merged.workloads["Exchange"] == Seen(5, T0 - DAY, T0 + DAY)
+    assert merged.workloads["MicrosoftTeams"] == Seen(1, T0, T0)
+
+
+def test_counters_survive_their_stored_form_and_refuse_malformed_rows():
+    c = Counters(TENANT, {RECORDS: 7}, {"Exchange": Seen(7, T0, T0 + DAY)},
+                 {ADMIN_ACTION: Seen(1, T0, T0)}, {"TeamsTenantSettingChanged": Seen(0, T0, None)})
+    assert Counters.from_plain(TENANT, c.to_plain()) == c
+    with pytest.raises(ValueError, match="workloads"):
+        Counters.from_plain(TENANT, {"workloads": {"Exchange": [1, "not a time", None]}})
+    with pytest.raises(ValueError, match="counts"):
+        Counters.from_plain(TENANT, {"counts": {"records": "7"}})
+
+
+def test_maps_stay_bounded_whatever_the_stream_holds():
+    c = Counters(TENANT)
+    for i in range(MAX_KEYS + 50):
+        c = c.merge(Counters(TENANT, workloads={f"Workload{i}": Seen(1, T0, T0)}))
+    assert len(c.workloads) <= MAX_KEYS + 1
+    assert c.workloads[OTHER].count == 50
+
+
+def test_counters_of_different_tenants_never_mix():
+    with pytest.raises(ValueError):
+        Counters(TENANT).merge(Counters(OTHER_TENANT))
+
+
+# ---- one batch → one delta per tenant ----
+
+def test_a_batch_becomes_one_delta_per_tenant_however_many_records_it_holds():
+    watch = Watch.of(bundled_inputs())
+    records = ([record("MailItemsAccessed", "Exchange")] * 5000
+               + [record("TeamsAdminAction")] * 3 + [record("FileAccessed", "SharePoint", OTHER_TENANT)] * 2)
+    deltas = observe(records, now=T0, watch=watch)
+    assert set(deltas) == {TENANT, OTHER_TENANT}
+    mine = deltas[TENANT]
+    assert mine.count(RECORDS) == 5003
+    assert mine.workloads == {"Exchange": Seen(5000, T0, T0), "MicrosoftTeams": Seen(3, T0, T0)}
+    assert mine.families == {ADMIN_ACTION: Seen(3, T0, T0)}
+    assert mine.operations["TeamsAdminAction"] == Seen(3, T0, T0)
+    # Watched operations absent from the batch are recorded as looked for, not seen.
+    assert mine.operations["TeamsTenantSettingChanged"] == Seen(0, T0, None)
+    assert deltas[OTHER_TENANT].count(RECORDS) == 2
+
+
+def test_records_without_a_tenant_or_workload_are_still_counted():
+    deltas = observe([{"Operation": "X"}, {"Id": "1", "OrganizationId": 5, "Workload": None}],
+                     now=T0, watch=Watch())
+    assert deltas["unknown-tenant"].count(RECORDS) == 2
+    assert deltas["unknown-tenant"].workloads["(none)"].count == 2
+
+
+def test_outcomes_are_counted_per_tenant_and_skips_on_the_pipeline():
+    deltas = combine(count([(TENANT, ALERTS), (TENANT, ALERTS), (None, "skipped.invalid_json")]),
+                     observe([record("TeamsAdminAction")], now=T0, watch=Watch()))
+    assert deltas[TENANT].count(ALERTS) == 2 and deltas[TENANT].count(RECORDS) == 1
+    assert deltas[PIPELINE_TENANT].count("skipped.invalid_json") == 1
+
+
+def test_operation_families():
+    assert family_of("TeamsTenantSettingChanged") == TENANT_SETTING
+    assert family_of("TeamsAdminAction") == ADMIN_ACTION
+    assert family_of("Set-CsTeamsAppSetupPolicy") == family_of("New-CsTeamsMeetingPolicy") == CMDLETS
+    assert family_of("Set-Mailbox") is None
+    assert family_of("AppPublishedToCatalog") != family_of("AppInstalled")
+
+
+# ---- what a rule needs ----
+
+@pytest.mark.parametrize(("query", "actions", "providers"), [
+    ("event.action:A and event.provider:P", {"A"}, {"P"}),
+    ("event.action:(A or B) and x:1", {"A", "B"}, set()),
+    ("(event.action:A and x:1) or (event.action:B and y:2)", {"A", "B"}, set()),
+    ("event.action:A or x:1", set(), set()),            # one branch needs no operation at all
+    ("not event.action:A and event.action:B", {"B"}, set()),
+    ("event.action:* and x:1", set(), set()),           # presence only
+    ("event.action:Set-Cs* and event.provider:(P or Q)", {"Set-Cs*"}, {"P", "Q"}),
+])
+def test_required_operations_come_from_the_query_tree(query, actions, providers):
+    inputs = rule_inputs("r", "rule", parse(query))
+    assert {p.text for p in inputs.actions} == actions
+    assert {p.text for p in inputs.providers} == providers
+
+
+def test_wildcard_operations_are_watched_under_their_pattern():
+    watch = Watch.of([rule_inputs("r", "rule", parse("event.action:Set-Cs*"))])
+    deltas = observe([record("Set-CsTeamsAppSetupPolicy"), record("Set-Mailbox", "Exchange")],
+                     now=T0, watch=watch)
+    assert deltas[TENANT].operations["Set-Cs*"].count == 1
+
+
+def test_the_bundled_rules_need_the_operations_they_are_written_for():
+    by_id = {i.rule_id: i for i in bundled_inputs()}
+    assert [p.text for p in by_id[SEED_ID].actions] == ["TeamsTenantSettingChanged"]
+    assert [p.text for p in by_id[SEED_ID].providers] == ["MicrosoftTeams"]
+    assert {p.text for p in by_id["99ea7a4f-93d8-4ece-b710-5ccb7eea72e3"].actions} == {
+        "Set-CsTeamsAppSetupPolicy", "New-CsTeamsAppSetupPolicy"}
+
+
+# ---- a synthetic month ----
+
+def month_of_traffic(days: int, *, teams_ops_by_day, watch: Watch, start: datetime = T0) -> Counters:
+    """Day by day, a few batches of Exchange and Teams traffic folded into one tenant's counters."""
+    total = Counters(TENANT)
+    for day in range(days):
+        for hour in (1, 9, 17):
+            now = start + day * DAY + timedelta(hours=hour)
+            batch = [record("MailItemsAccessed", "Exchange")] * 20 + [
+                record(op) for op in teams_ops_by_day(day)]
+            total = total.merge(observe(batch, now=now, watch=watch)[TENANT])
+    return total
+
+
+def test_drift_is_reported_when_the_seed_input_moved_to_teams_admin_action():
+    inputs = bundled_inputs()
+    watch = Watch.of(inputs)
+    # Day 0-4: admin changes still arrive as TeamsTenantSettingChanged; then only as TeamsAdminAction.
+    counters = month_of_traffic(40, watch=watch, teams_ops_by_day=lambda d: (
+        ["TeamsSessionStarted", "TeamsTenantSettingChanged"] if d < 5 else
+        ["TeamsSessionStarted", "TeamsAdminAction"]))
+    now = T0 + 40 * DAY
+    result = check_drift({TENANT: counters}, inputs, now, timedelta(days=30))
+    seed = result.findings[f"drift|{TENANT}|{SEED_ID}"]
+    assert seed.details["arriving_instead"] == [ADMIN_ACTION]
+    assert seed.message.startswith("Teams admin changes are arriving as TeamsAdminAction, but "
+                                   "TeamsTenantSettingChanged has not been seen for 30 days")
+    assert "may be blind" in seed.message
+    assert seed.last_seen is not None and seed.last_seen < now - timedelta(days=30)
+    # The rules that read TeamsAdminAction are fine.
+    assert f"drift|{TENANT}|6ab3e929-b15e-476b-910f-c7b99449b230" not in result.findings
+    assert f"drift|{TENANT}|6ab3e929-b15e-476b-910f-c7b99449b230" in result.evaluated
+
+
+def test_no_drift_within_the_window_or_before_a_whole_window_of_watching():
+    inputs = bundled_inputs()
+    watch = Watch.of(inputs)
+    counters = month_of_traffic(40, watch=watch, teams_ops_by_day=lambda d: (
+        ["TeamsTenantSettingChanged"] if d == 20 else ["TeamsSessionStarted"]))
+    result = check_drift({TENANT: counters}, inputs, T0 + 40 * DAY, timedelta(days=30))
+    assert f"drift|{TENANT}|{SEED_ID}" not in result.findings  # seen 20 days ago
+    # Only 10 days of history: nothing can be claimed yet, for any rule.
+    young = month_of_traffic(10, watch=watch, teams_ops_by_day=lambda d: ["TeamsSessionStarted"])
+    assert check_drift({TENANT: young}, inputs, T0 + 10 * DAY, timedelta(days=30)).findings == {}
+
+
+def test_no_drift_when_the_workload_itself_is_not_active():
+    inputs = bundled_inputs()
+    watch = Watch.of(inputs)
+    exchange_only = month_of_traffic(40, watch=watch, teams_ops_by_day=lambda d: [])
+    result = check_drift({TENANT: exchange_only}, inputs, T0 + 40 * DAY, timedelta(days=30))
+    assert result.findings == {}  # no MicrosoftTeams records at all: silence, not drift
+
+
+def test_a_rule_whose_input_is_merely_absent_is_reported_without_invented_evidence():
+    inputs = bundled_inputs()
+    counters = month_of_traffic(40, watch=Watch.of(inputs),
+                                teams_ops_by_day=lambda d: ["TeamsSessionStarted"])
+    result = check_drift({TENANT: counters}, inputs, T0 + 40 * DAY, timedelta(days=30))
+    catalog = result.findings[f"drift|{TENANT}|6ae6bc28-1ebe-4f2f-8fac-47c31672795c"]
+    assert catalog.details["arriving_instead"] == []
+    assert catalog.message.startswith("MicrosoftTeams records are arriving, but AppPublishedToCatalog / "
+                                      "AppUpdatedInCatalog has not been seen in 30 days of watching")
+
+
+# ---- silence and recovery, each notified once ----
+
+def snapshot_with(last: datetime, since: datetime = T0) -> dict[str, Counters]:
+    return {TENANT: Counters(TENANT, {RECORDS: 10}, {"Exchange": Seen(10, since, last)})}
+
+
+def run_checks(state: HealthState, snapshot, now) -> HealthState:
+    silence = check_silence(snapshot, now, timedelta(hours=24))
+    return advance(state, [silence], now=now, destinations=["teams", "slack"],
+                   forget_after=timedelta(days=32))
+
+
+def test_silence_and_recovery_are_each_notified_exactly_once():
+    state = HealthState()
+    last = T0 + 3 * DAY
+    notices = []
+    # The timer runs every 15 minutes for three days; the source stops at `last` and returns on day 5.
+    now = last
+    while now < last + 3 * DAY:
+        snapshot = snapshot_with(last if now < last + 2 * DAY else now)
+        before = {p.notice_id for p in state.pending}
+        state = run_checks(state, snapshot, now)
+        notices.extend(p for p in state.pending if p.notice_id not in before)
+        state = settle(state, {(p.notice_id, d): ("delivered", None) for p, d in due(state, now)},
+                       now=now, max_age=timedelta(days=3))
+        now += timedelta(minutes=15)
+    titles = [n.summary["title"] for n in notices]
+    assert titles == ["Detection health: 1 source silent", "Detection health: 1 source recovered"]
+    assert "No Exchange records have arrived for 1 day" in notices[0].summary["Silent 1"]
+    assert notices[1].summary["Resolved 1"] == f"[{TENANT}] Exchange records are arriving again."
+    assert state.marks == {} and state.pending == ()
+
+
+def test_a_workload_seen_only_in_one_burst_is_not_reported_silent():
+    burst = snapshot_with(T0 + timedelta(minutes=5))
+    assert check_silence(burst, T0 + 10 * DAY, timedelta(hours=24)).findings == {}
+
+
+def test_a_silent_source_whose_counters_expire_is_not_reported_as_recovered():
+    state = run_checks(HealthState(), snapshot_with(T0 + 2 * DAY), T0 + 4 * DAY)
+    assert len(state.marks) == 1
+    state = run_checks(state, {}, T0 + 40 * DAY)  # rows gone: the key cannot be judged any more
+    assert [p.summary["title"] for p in state.pending] == ["Detection health: 1 source silent"]
+    assert state.marks == {}  # forgotten after forget_after, quietly
+
+
+def test_a_notice_is_retried_for_a_destination_that_failed_and_dropped_when_too_old():
+    state = run_checks(HealthState(), snapshot_with(T0 + 2 * DAY), T0 + 4 * DAY)
+    now = T0 + 4 * DAY
+    (notice,) = state.pending
+    state = settle(state, {(notice.notice_id, "teams"): ("delivered", None),
+                           (notice.notice_id, "slack"): ("retry", "HTTP 503 from hooks.slack.com")},
+                   now=now, max_age=timedelta(days=3))
+    (left,) = state.pending
+    assert left.owed == ("slack",) and left.attempts == 1 and left.next_attempt_at > now
+    assert due(state, now) == [] and due(state, left.next_attempt_at) == [(left, "slack")]
+    state = settle(state, {(notice.notice_id, "slack"): ("retry", "again")}, now=now + 4 * DAY,
+                   max_age=timedelta(days=3))
+    assert state.pending == () and state.given_up == 1
+
+
+def test_the_state_survives_its_stored_form():
+    state = run_checks(HealthState(), snapshot_with(T0 + 2 * DAY), T0 + 4 * DAY)
+    assert HealthState.from_plain(state.to_plain()) == state
+    with pytest.raises(ValueError, match="malformed"):
+        HealthState.from_plain({"marks": [["silence"]]})
+
+
+def test_transitions_keep_a_condition_that_still_holds():
+    silence = check_silence(snapshot_with(T0 + 2 * DAY), T0 + 4 * DAY, timedelta(hours=24))
+    first = transitions([silence], {}, T0 + 4 * DAY, forget_after=timedelta(days=30))
+    again = transitions([silence], first.marks, T0 + 5 * DAY, forget_after=timedelta(days=30))
+    assert len(first.started) == 1 and again.started == () and again.ended == ()
+    assert again.marks == first.marks
+
+
+# ---- heartbeat and summary ----
+
+def test_the_heartbeat_is_due_once_per_finished_day():
+    state = HealthState()
+    now = datetime(2026, 12, 10, 0, 15, tzinfo=UTC)
+    assert heartbeat_day_due(state, now, enabled=False) is None
+    day = heartbeat_day_due(state, now, enabled=True)
+    assert day.isoformat() == "2026-12-09"
+    state = advance(state, [], now=now, destinations=["teams"], forget_after=DAY,
+                    heartbeat=(day, {"title": "x"}))
+    assert heartbeat_day_due(state, now + timedelta(hours=20), enabled=True) is None
+    assert heartbeat_day_due(state, now + DAY, enabled=True).isoformat() == "2026-12-10"
+    assert [p.kind for p in state.pending] == ["heartbeat"]
+
+
+def test_the_summary_counts_and_lists_findings():
+    inputs = bundled_inputs()
+    counters = month_of_traffic(40, watch=Watch.of(inputs), teams_ops_by_day=lambda d: (
+        ["TeamsAdminAction"] if d % 2 else ["TeamsSessionStarted"]))
+    counters = counters.merge(Counters(TENANT, {ALERTS: 3, "delivery_failed": 1}))
+    now = T0 + 40 * DAY
+    summary = build_summary(
+        {TENANT: counters, PIPELINE_TENANT: Counters(PIPELINE_TENANT, {"skipped.invalid_json": 2})},
+        first_day=(now - DAY).date(), last_day=now.date(),
+        silence=check_silence({TENANT: counters}, now + 2 * DAY, timedelta(hours=24)),
+        drift=check_drift({TENANT: counters}, inputs, now, timedelta(days=30)),
+        now=now, silence_threshold=timedelta(hours=24), drift_window=timedelta(days=30))
+    assert summary["totals"]["records"] == counters.count(RECORDS)
+    assert summary["totals"]["alerts"] == 3 and summary["totals"]["skipped"] == 2
+    assert summary["status"] == "attention"
+    assert {f["subject"] for f in summary["silence"]} == {"Exchange", "MicrosoftTeams"}
+    assert any(f["rule_id"] == SEED_ID for f in summary["drift"])
+    text = render_text(summary)
+    assert "rules that may be blind: " in text and "TeamsTenantSettingChanged" in text
+    notice = heartbeat_notice(summary)
+    assert notice["Alerts"] == "3" and notice["Delivery failures"] == "1"
+    assert notice["Silent sources"] == "2"
