@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-import orjson
 
-from detection.notify.base import HttpDestination, Message, Outcome, Request
+from detection.notify.base import Message, Outcome
+from detection.notify.chat import ChatDestination
 from detection.notify.content import NOT_SET, Content, GuideLike, content_for
 from detection.notify.text import slack_code, slack_escape, truncate
 
@@ -34,12 +34,13 @@ _EMOJI = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵"}
 
 def fit(text: str, limit: int, render: Callable[[str], str] = slack_escape) -> str:
     """`render(text)` cut so that the rendered form (escaped, quoted) stays within `limit` characters."""
-    keep = limit
+    keep = min(len(text), limit)
     while True:
         out = render(truncate(text, keep))
         if len(out) <= limit or keep <= 0:
             return out
-        keep -= max(1, len(out) - limit)
+        # Escaping grows text unevenly (`&` is five characters): shrink in proportion, at least by one.
+        keep = min(keep - 1, keep * limit // len(out))
 
 
 def mrkdwn(text: str) -> dict[str, Any]:
@@ -116,17 +117,10 @@ def slack_payload(message: Message, guides: Mapping[str, GuideLike] | None = Non
     return payload(content_for(message, guides))
 
 
-class SlackDestination(HttpDestination):
+class SlackDestination(ChatDestination):
     name = "slack"
+    build_payload = staticmethod(payload)
     min_interval = 1.0  # Slack allows about one message a second per webhook
-
-    def __init__(self, url: str, *, guides: Mapping[str, GuideLike] | None = None, **options: Any) -> None:
-        super().__init__(url, **options)
-        self.guides = guides
-
-    def render(self, message: Message) -> Request:
-        body = orjson.dumps(slack_payload(message, self.guides))
-        return Request(body, {"Content-Type": "application/json"})
 
     def success(self, response: httpx.Response) -> Outcome:
         # Slack confirms a posted message with the body "ok"; any other 2xx is taken, not confirmed.

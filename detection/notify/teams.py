@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import orjson
 
-from detection.notify.base import HttpDestination, Message, Outcome, Request
+from detection.notify.base import Message, Outcome
+from detection.notify.chat import ChatDestination
 from detection.notify.content import Content, GuideLike, content_for
 from detection.notify.text import truncate
 
@@ -110,17 +111,10 @@ def teams_payload(message: Message, guides: Mapping[str, GuideLike] | None = Non
     return payload(content_for(message, guides))
 
 
-class TeamsDestination(HttpDestination):
+class TeamsDestination(ChatDestination):
     name = "teams"
+    build_payload = staticmethod(payload)
     min_interval = 0.25  # Workflows throttles above ~4 requests a second
-
-    def __init__(self, url: str, *, guides: Mapping[str, GuideLike] | None = None, **options: Any) -> None:
-        super().__init__(url, **options)
-        self.guides = guides
-
-    def render(self, message: Message) -> Request:
-        body = orjson.dumps(teams_payload(message, self.guides))
-        return Request(body, {"Content-Type": "application/json"})
 
     def success(self, response: httpx.Response) -> Outcome:
         # The flow answers 202 with an empty body: the message is queued, not known to be posted.
