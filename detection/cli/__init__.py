@@ -17,6 +17,7 @@ COMMANDS = [
     "rules",
     "settings",
     "preview",
+    "bench",
 ]
 
 

@@ -1,0 +1,249 @@
+"""The benchmark: what a tenant-like stream costs, against the cost of merely parsing it.
+
+The reference is `orjson.loads` of every body (gunzip included where a body is gzip): any engine that
+parses everything pays at least that. Our full path is measured twice over the same bodies, with the
+prefilter off and on, and the two must produce identical alerts, or the run fails. Memory is measured
+in a fresh process that handles one batch of 10 000 records, so what the benchmark itself holds does
+not count; the import time of the function app is what a cold start pays before the first batch.
+
+Everything runs on one core (the process pins itself to one CPU), single-threaded, as a Functions
+worker does. Times are the best of several repeats, which on a shared machine is the least noisy
+estimate of what the code costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from detection.engine import Detection, detect
+from detection.samplegen import Body, generate_bodies
+from detection.sources import Limits, decompress
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TARGET_VS_ORJSON = 3.0
+TARGET_PEAK_RSS_MB = 150.0
+RSS_BATCH_RECORDS = 10_000
+
+
+class BenchFailure(RuntimeError):
+    """The two paths disagree: the prefilter changed a result."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    seconds: float
+    records: int
+
+    @property
+    def per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else float("inf")
+
+
+def pin_to_one_core() -> int | None:
+    """Run on a single CPU so that the figures are one core's; returns it (None where unsupported)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def best_of(repeat: int, func: Callable[[], Any]) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        result = func()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def parse_everything(bodies: Sequence[Body], limits: Limits) -> int:
+    """The baseline: gunzip where needed and orjson.loads every JSON document (an NDJSON line each)."""
+    documents = 0
+    for body in bodies:
+        data = decompress(body.data, limits)
+        if body.kind.endswith("ndjson"):
+            for line in data.split(b"\n"):
+                if line:
+                    orjson.loads(line)
+                    documents += 1
+        else:
+            orjson.loads(data)
+            documents += 1
+    return documents
+
+
+def alert_signature(detection: Detection) -> list[tuple[str, dict[str, Any]]]:
+    """Everything the caller receives, in order, as comparable data."""
+    return [(kind, alert.to_dict()) for kind, alerts in
+            (("alert", detection.alerts), ("overflow", detection.overflow), ("excepted", detection.excepted))
+            for alert in alerts]
+
+
+def compare_paths(off: Detection, on: Detection) -> None:
+    """Raise BenchFailure unless both paths gave the same alerts and the same rule counts."""
+    if alert_signature(off) != alert_signature(on):
+        raise BenchFailure(
+            f"the prefilter changed the alerts: {len(off.alerts)}/{len(off.overflow)}/{len(off.excepted)} "
+            f"(alerts/overflow/excepted) without it, {len(on.alerts)}/{len(on.overflow)}/{len(on.excepted)} "
+            f"with it")
+    for name in ("matches", "overflow", "excepted", "duplicates"):
+        if getattr(off.stats, name) != getattr(on.stats, name):
+            raise BenchFailure(f"the prefilter changed the {name} counts: "
+                               f"{getattr(off.stats, name)} without it, {getattr(on.stats, name)} with it")
+
+
+# ---- measurements in fresh processes ----
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM belongs to the current program image, while
+    ru_maxrss survives exec and so can report the parent that spawned us; use it only elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def child_peak_rss(records: int, seed: int, prefilter: bool, rules_dir: str) -> None:
+    """Run in a fresh interpreter: generate one batch, handle it, print the peak RSS as JSON."""
+    from detection.rules import load_rules
+    from detection.settings import Settings
+
+    settings = Settings.from_env()
+    rules = load_rules(rules_dir).rules
+    after_import = peak_rss_mb()
+    bodies = [body.data for body in generate_bodies(records, seed)]
+    result = detect(bodies, rules, settings, prefilter=prefilter)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "after_import_mb": after_import,
+                      "alerts": len(result.alerts)}))
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter running our own code
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        env=env, check=False)
+
+
+def measure_peak_rss(records: int, seed: int, prefilter: bool, rules_dir: Path) -> dict[str, Any]:
+    done = _python("from detection.bench import child_peak_rss; "
+                   f"child_peak_rss({records}, {seed}, {prefilter}, {str(rules_dir)!r})")
+    if done.returncode != 0:
+        raise RuntimeError(f"the memory measurement failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_import_time() -> dict[str, Any]:
+    """Seconds to import the function app in a fresh interpreter (the engine, until the app exists)."""
+    module = "function_app" if (PROJECT_ROOT / "function_app.py").exists() else "detection.engine"
+    code = (f"import time; start = time.perf_counter(); import {module}; "
+            f"print(time.perf_counter() - start)")
+    done = _python(code)
+    if done.returncode != 0:
+        return {"module": module, "import_ms": None, "error": done.stderr.strip().splitlines()[-1:]}
+    return {"module": module, "import_ms": round(float(done.stdout.strip().splitlines()[-1]) * 1000, 1)}
+
+
+# ---- the run ----
+
+def run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[Any], rules_dir: Path,
+        say: Callable[[str], None]) -> dict[str, Any]:
+    """The whole benchmark; `say` gets the human-readable lines, the figures are returned."""
+    cpu = pin_to_one_core()
+    limits = Limits.from_settings(settings)
+    started = time.perf_counter()
+
+    # The fresh processes first, while this one is still small.
+    rss_on = measure_peak_rss(RSS_BATCH_RECORDS, seed, True, rules_dir)
+    rss_off = measure_peak_rss(RSS_BATCH_RECORDS, seed, False, rules_dir)
+    peak = max(rss_on["peak_rss_mb"], rss_off["peak_rss_mb"])
+    imported = measure_import_time()
+
+    gen_seconds, bodies = best_of(1, lambda: generate_bodies(records, seed))
+    payloads = [body.data for body in bodies]
+    total_bytes = sum(len(p) for p in payloads)
+    kinds = Counter(body.kind for body in bodies)
+    say(f"stream: {records} records in {len(bodies)} bodies, {total_bytes / 1e6:.1f} MB, seed {seed}, "
+        f"generated in {gen_seconds:.1f} s")
+    say("  bodies: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
+    say(f"rules: {len(rules)}; one core{f' (cpu {cpu})' if cpu is not None else ''}; "
+        f"best of {repeat} runs")
+
+    base_seconds, _ = best_of(repeat, lambda: parse_everything(bodies, limits))
+    base = Timing(base_seconds, records)
+    say(f"orjson.loads of every body (gunzip included): {base.seconds * 1000:8.1f} ms "
+        f"{base.per_second:12,.0f} records/s")
+
+    off_seconds, off = best_of(1, lambda: detect(payloads, rules, settings, prefilter=False))
+    slow = Timing(off_seconds, records)
+    say(f"full path, prefilter off:                    {slow.seconds * 1000:8.1f} ms "
+        f"{slow.per_second:12,.0f} records/s  ({slow.per_second / base.per_second:.2f}x orjson)")
+
+    on_seconds, on = best_of(repeat, lambda: detect(payloads, rules, settings, prefilter=True))
+    fast = Timing(on_seconds, records)
+    vs_orjson = fast.per_second / base.per_second
+    say(f"full path, prefilter on:                     {fast.seconds * 1000:8.1f} ms "
+        f"{fast.per_second:12,.0f} records/s  ({vs_orjson:.2f}x orjson, "
+        f"{fast.per_second / slow.per_second:.0f}x prefilter off)")
+    say(f"  bodies parsed {on.stats.bodies_parsed} of {on.stats.bodies}, "
+        f"records mapped {on.stats.records_mapped} of {records}")
+
+    compare_paths(off, on)
+    say(f"alerts: {len(on.alerts)} (+{len(on.overflow)} beyond max_signals, {len(on.excepted)} excepted), "
+        f"identical on both paths")
+
+
+    say(f"peak RSS of one batch of {RSS_BATCH_RECORDS} records in a fresh process: "
+        f"{rss_on['peak_rss_mb']:.1f} MB prefilter on, {rss_off['peak_rss_mb']:.1f} MB off "
+        f"({rss_on['after_import_mb']:.1f} MB after imports)")
+    if imported["import_ms"] is None:
+        say(f"import {imported['module']}: failed: {imported.get('error')}")
+    else:
+        say(f"import {imported['module']}: {imported['import_ms']:.0f} ms (fresh interpreter)")
+
+    met = vs_orjson >= TARGET_VS_ORJSON and peak <= TARGET_PEAK_RSS_MB
+    elapsed = time.perf_counter() - started
+    say(f"targets: vs_orjson_parse >= {TARGET_VS_ORJSON} and peak RSS <= {TARGET_PEAK_RSS_MB:.0f} MB: "
+        f"{'met' if met else 'NOT met'}; finished in {elapsed:.1f} s")
+    return {
+        "records": records,
+        "bodies": len(bodies),
+        "bytes": total_bytes,
+        "seed": seed,
+        "rules": len(rules),
+        "records_per_s": round(fast.per_second),
+        "vs_orjson_parse": round(vs_orjson, 2),
+        "peak_rss_mb": peak,
+        "orjson_records_per_s": round(base.per_second),
+        "prefilter_off_records_per_s": round(slow.per_second),
+        "prefilter_on_records_per_s": round(fast.per_second),
+        "on_vs_off": round(fast.per_second / slow.per_second, 1),
+        "off_vs_orjson_parse": round(slow.per_second / base.per_second, 3),
+        "bodies_parsed": on.stats.bodies_parsed,
+        "records_mapped": on.stats.records_mapped,
+        "alerts": len(on.alerts),
+        "overflow": len(on.overflow),
+        "excepted": len(on.excepted),
+        "identical_alerts": True,
+        "peak_rss_mb_prefilter_on": rss_on["peak_rss_mb"],
+        "peak_rss_mb_prefilter_off": rss_off["peak_rss_mb"],
+        "import_module": imported["module"],
+        "import_ms": imported["import_ms"],
+        "targets_met": met,
+        "elapsed_s": round(elapsed, 1),
+    }
