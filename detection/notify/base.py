@@ -351,6 +351,8 @@ class HttpDestination(Destination):
             return Outcome("retry", None, f"timed out talking to {self.host} ({_kind(exc)})")
         except httpx.TransportError as exc:
             return Outcome("retry", None, f"network error talking to {self.host} ({_kind(exc)})")
+        except httpx.HTTPError as exc:  # e.g. an answer whose body cannot be decoded
+            return Outcome("retry", None, f"bad answer from {self.host} ({_kind(exc)})")
         return self._classify(response)
 
     def _classify(self, response: httpx.Response) -> Outcome:

@@ -235,6 +235,14 @@ def test_connection_refused_gives_retry_without_the_url(fake_time):
     assert_no_secret(outcome.error)
 
 
+def test_an_answer_that_cannot_be_decoded_gives_retry(server, fake_time):
+    for _ in range(3):
+        expect(server).respond_with_data(b"not gzip at all", status=200, headers={"Content-Encoding": "gzip"})
+    outcome = slack(server, fake_time).send(AlertMessage(make_alert()))
+    assert outcome.status == "retry"
+    assert outcome.error == "bad answer from 127.0.0.1 (DecodingError)"
+
+
 def test_a_message_that_cannot_be_rendered_fails_without_a_request(server, fake_time):
     outcome = teams(server, fake_time).send(object())  # type: ignore[arg-type]
     assert outcome.status == "failed" and "could not build the message" in outcome.error
