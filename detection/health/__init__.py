@@ -5,10 +5,10 @@ Pure core: `counters` (the per-tenant monoid), `observe` (one batch → one delt
 (the one summary the command and the heartbeat share) and `notices` (what is owed to whom, once).
 """
 
+from detection.health.aggregate import Watch, combine, count, family_of, observe
 from detection.health.checks import Evaluation, Finding, Mark, check_drift, check_silence, transitions
 from detection.health.counters import PIPELINE_TENANT, Counters, Seen
 from detection.health.inputs import Pattern, RuleInputs, inputs_of, rule_inputs
-from detection.health.observe import Watch, combine, count, family_of, observe
 
 __all__ = [
     "PIPELINE_TENANT",

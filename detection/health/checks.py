@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from detection.health.aggregate import ADMIN_CHANGE_FAMILIES, family_of
 from detection.health.counters import OTHER, PIPELINE_TENANT, Counters, to_iso
 from detection.health.inputs import RuleInputs
-from detection.health.observe import ADMIN_CHANGE_FAMILIES, family_of
 
 SILENCE = "silence"
 DRIFT = "drift"

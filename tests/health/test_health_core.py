@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import orjson
 import pytest
 
 from detection.health import (
@@ -19,19 +21,29 @@ from detection.health import (
     rule_inputs,
     transitions,
 )
+from detection.health.aggregate import (
+    ADMIN_ACTION,
+    CMDLETS,
+    TENANT_SETTING,
+    census_of_bodies,
+    census_of_records,
+    family_of,
+)
 from detection.health.counters import ALERTS, MAX_KEYS, OTHER, PIPELINE_TENANT, RECORDS
 from detection.health.notices import HealthState, advance, due, heartbeat_day_due, settle
-from detection.health.observe import ADMIN_ACTION, CMDLETS, TENANT_SETTING, family_of
 from detection.health.summary import build_summary, heartbeat_notice, render_text
 from detection.kql import parse
 from detection.rules import load_rules
+from detection.samplegen import generate_bodies
 from detection.settings import BUNDLED_RULES_DIR
+from detection.sources import Limits, decode_body
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 TENANT = "4b2c9e11-7d3a-4f0e-9c55-1a2b3c4d5e6f"
 OTHER_TENANT = "9f8e7d6c-5b4a-4321-8fed-cba987654321"
 SEED_ID = "bbd1a775-8267-41fa-9232-20e5582596ac"
 DAY = timedelta(days=1)
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def record(operation: str, workload: str = "MicrosoftTeams", tenant: str = TENANT) -> dict:
@@ -85,7 +97,7 @@ def test_a_batch_becomes_one_delta_per_tenant_however_many_records_it_holds():
     watch = Watch.of(bundled_inputs())
     records = ([record("MailItemsAccessed", "Exchange")] * 5000
                + [record("TeamsAdminAction")] * 3 + [record("FileAccessed", "SharePoint", OTHER_TENANT)] * 2)
-    deltas = observe(records, now=T0, watch=watch)
+    deltas = observe(census_of_records(records), now=T0, watch=watch)
     assert set(deltas) == {TENANT, OTHER_TENANT}
     mine = deltas[TENANT]
     assert mine.count(RECORDS) == 5003
@@ -98,15 +110,32 @@ def test_a_batch_becomes_one_delta_per_tenant_however_many_records_it_holds():
 
 
 def test_records_without_a_tenant_or_workload_are_still_counted():
-    deltas = observe([{"Operation": "X"}, {"Id": "1", "OrganizationId": 5, "Workload": None}],
-                     now=T0, watch=Watch())
+    records = [{"Operation": "X"}, {"Id": "1", "OrganizationId": 5, "Workload": None}]
+    deltas = observe(census_of_records(records), now=T0, watch=Watch())
     assert deltas["unknown-tenant"].count(RECORDS) == 2
     assert deltas["unknown-tenant"].workloads["(none)"].count == 2
 
 
+def test_the_census_of_bodies_agrees_with_decoding_them_in_every_producer_shape():
+    limits = Limits()
+    bodies = [body.data for body in generate_bodies(3000, seed=5)]
+    bodies += [path.read_bytes() for path in sorted(SAMPLES.iterdir()) if path.suffix != ".md"]
+    decoded = [r.raw for i, b in enumerate(bodies) for r in decode_body(b, limits, i).records]
+    assert census_of_bodies(bodies, limits) == census_of_records(decoded)
+    assert sum(census_of_bodies(bodies, limits).values()) >= 3000
+
+
+def test_a_body_whose_keys_do_not_pair_up_is_parsed_instead():
+    one = {"Id": "1", "Operation": "TeamsAdminAction", "OrganizationId": TENANT, "Workload": "MicrosoftTeams"}
+    two = {"Id": "2", "Operation": "Set-Mailbox", "OrganizationId": TENANT}  # no Workload
+    body = orjson.dumps([one, two, {"Id": "3", "Operation": "x", "Workload": "Exchange",
+                                    "Note": {"Operation": "nested"}}])
+    assert census_of_bodies([body, b"\x1f\x8bnot gzip"], Limits()) == census_of_records(orjson.loads(body))
+
+
 def test_outcomes_are_counted_per_tenant_and_skips_on_the_pipeline():
     deltas = combine(count([(TENANT, ALERTS), (TENANT, ALERTS), (None, "skipped.invalid_json")]),
-                     observe([record("TeamsAdminAction")], now=T0, watch=Watch()))
+                     observe(census_of_records([record("TeamsAdminAction")]), now=T0, watch=Watch()))
     assert deltas[TENANT].count(ALERTS) == 2 and deltas[TENANT].count(RECORDS) == 1
     assert deltas[PIPELINE_TENANT].count("skipped.invalid_json") == 1
 
@@ -138,8 +167,8 @@ def test_required_operations_come_from_the_query_tree(query, actions, providers)
 
 def test_wildcard_operations_are_watched_under_their_pattern():
     watch = Watch.of([rule_inputs("r", "rule", parse("event.action:Set-Cs*"))])
-    deltas = observe([record("Set-CsTeamsAppSetupPolicy"), record("Set-Mailbox", "Exchange")],
-                     now=T0, watch=watch)
+    records = [record("Set-CsTeamsAppSetupPolicy"), record("Set-Mailbox", "Exchange")]
+    deltas = observe(census_of_records(records), now=T0, watch=watch)
     assert deltas[TENANT].operations["Set-Cs*"].count == 1
 
 
@@ -161,7 +190,7 @@ def month_of_traffic(days: int, *, teams_ops_by_day, watch: Watch, start: dateti
             now = start + day * DAY + timedelta(hours=hour)
             batch = [record("MailItemsAccessed", "Exchange")] * 20 + [
                 record(op) for op in teams_ops_by_day(day)]
-            total = total.merge(observe(batch, now=now, watch=watch)[TENANT])
+            total = total.merge(observe(census_of_records(batch), now=now, watch=watch)[TENANT])
     return total
 
 

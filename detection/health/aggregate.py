@@ -13,6 +13,7 @@ the first one is probably blind, and the health summary can say so with evidence
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from functools import cached_property
 from typing import Any
 
 from detection.health.counters import (
+    MAX_NAME_CHARS,
     OTHER,
     PIPELINE_TENANT,
     RECORDS,
@@ -28,6 +30,7 @@ from detection.health.counters import (
     bounded_name,
 )
 from detection.health.inputs import Pattern, RuleInputs
+from detection.sources import BodyError, Limits, decode_json, decompress
 
 # Most tenants one batch may create deltas for; the rest are counted together under OTHER.
 MAX_TENANTS_PER_BATCH = 100
@@ -88,21 +91,63 @@ class Watch:
         return keys
 
 
+Triple = tuple[str, str, str]  # (tenant, workload, operation) of one record
+
+
+def census_of_records(records: Iterable[Mapping[str, Any]]) -> Counter[Triple]:
+    """How many records of each (tenant, workload, operation) a list of raw records holds."""
+    return Counter(
+        (_tenant_of(raw.get("OrganizationId")), bounded_name(raw.get("Workload")),
+         _operation_of(raw.get("Operation")))
+        for raw in records)
+
+
+def census_of_body(text: bytes, limits: Limits) -> Counter[Triple]:
+    """The same census of one decompressed body, mostly without parsing it.
+
+    The handler counts every body, including the many the prefilter never parses, so parsing them
+    all here would cost more than detection itself. The three keys are found by one literal-prefixed
+    scan each, whatever the producer's layout (pretty-printed, NDJSON, envelopes, RawEventData as an
+    escaped JSON string), and paired in order, since every record holds each key once. A body where
+    the three counts disagree (a record without one, a key nested somewhere) is parsed properly.
+    """
+    tenants = _TENANT_KEY.findall(text)
+    workloads = _WORKLOAD_KEY.findall(text)
+    operations = _OPERATION_KEY.findall(text)
+    if len(tenants) == len(workloads) == len(operations):
+        found: Counter[tuple[bytes, bytes, bytes]] = Counter(zip(tenants, workloads, operations, strict=True))
+        return Counter({(_tenant_of(t.decode("ascii", "replace")), bounded_name(w.decode("ascii", "replace")),
+                         _operation_of(o.decode("ascii", "replace"))): n
+                        for (t, w, o), n in found.items()})
+    return census_of_records(r.raw for r in decode_json(text, limits).records)
+
+
+def census_of_bodies(bodies: Iterable[bytes], limits: Limits) -> Counter[Triple]:
+    """The census of a batch; bodies that cannot be decompressed are the engine's skips, not ours."""
+    total: Counter[Triple] = Counter()
+    for body in bodies:
+        try:
+            total.update(census_of_body(decompress(body, limits), limits))
+        except BodyError:
+            continue
+    return total
+
+
 def observe(
-    records: Iterable[Mapping[str, Any]],
+    census: Counter[Triple],
     *,
     now: datetime,
     watch: Watch,
     action_of: Callable[[str], str] = lambda operation: operation,
 ) -> dict[str, Counters]:
-    """Count raw records by tenant, workload, operation family and watched operation.
+    """A batch's census → one counters delta per tenant: workloads, operation families, watched
+    operations, all stamped with the batch's arrival time.
 
     `action_of` turns a raw Operation into the `event.action` value rules compare with (Elastic renames
     a few), so watched operations are counted under the names the rules use.
     """
     per_tenant: dict[str, _Tally] = {}
-    for raw in records:
-        tenant = _tenant_of(raw)
+    for (tenant, workload, operation), n in census.items():
         tally = per_tenant.get(tenant)
         if tally is None:
             if len(per_tenant) >= MAX_TENANTS_PER_BATCH:
@@ -110,17 +155,13 @@ def observe(
                 tally = per_tenant.get(tenant)
             if tally is None:
                 tally = per_tenant[tenant] = _Tally()
-        tally.records += 1
-        workload = bounded_name(raw.get("Workload"))
-        tally.workloads[workload] = tally.workloads.get(workload, 0) + 1
-        operation = raw.get("Operation")
-        if not isinstance(operation, str):
-            continue
+        tally.records += n
+        tally.workloads[workload] = tally.workloads.get(workload, 0) + n
         family = family_of(operation)
         if family is not None:
-            tally.families[family] = tally.families.get(family, 0) + 1
+            tally.families[family] = tally.families.get(family, 0) + n
         for key in watch.keys_for(action_of(operation)):
-            tally.operations[key] = tally.operations.get(key, 0) + 1
+            tally.operations[key] = tally.operations.get(key, 0) + n
     return {tenant: tally.freeze(tenant, now, watch) for tenant, tally in per_tenant.items()}
 
 
@@ -168,8 +209,23 @@ class _Tally:
                         operations)
 
 
-def _tenant_of(raw: Mapping[str, Any]) -> str:
-    value = raw.get("OrganizationId")
+def _tenant_of(value: Any) -> str:
     if isinstance(value, str) and value.strip():
         return bounded_name(value.lower())
     return UNKNOWN_TENANT
+
+
+def _operation_of(value: Any) -> str:
+    return value[:MAX_NAME_CHARS] if isinstance(value, str) else ""
+
+
+def _key(name: bytes) -> re.Pattern[bytes]:
+    # "Name": "value", also as escaped inside a JSON string (\"Name\":\"value\"). Values of these keys
+    # never hold quotes or backslashes; one that is cut off or too long does not match, so its body's
+    # counts disagree and it is parsed instead.
+    return re.compile(rb'"' + name + rb'\\?"[ \t\r\n]*:[ \t\r\n]*\\?"([^"\\]{0,%d})\\?"' % MAX_NAME_CHARS)
+
+
+_TENANT_KEY = _key(b"OrganizationId")
+_WORKLOAD_KEY = _key(b"Workload")
+_OPERATION_KEY = _key(b"Operation")
