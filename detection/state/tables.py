@@ -43,6 +43,11 @@ from azure.data.tables import (
 from detection.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
+# The SDK logs every request and response at INFO; a batch makes hundreds. Keep them out of the
+# Function's logs unless someone configured that logger on purpose.
+_sdk_requests = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+if _sdk_requests.level == logging.NOTSET:
+    _sdk_requests.setLevel(logging.WARNING)
 
 T = TypeVar("T")
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
