@@ -34,7 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse cannot take positionals after an option once a `nargs="*"` positional has matched empty
+    # (`match QUERY --ecs FILE`), so paths that arrive after options are gathered here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "paths", None), list) and not any(
+                e.startswith("-") and e != "-" for e in extra):
+            args.paths.extend(extra)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:
