@@ -172,7 +172,7 @@ def to_ecs(raw: dict[str, Any], event_time: str | None = None) -> dict[str, Any]
         a["UserType"] = keyword_text(a["UserType"])
     if special:
         _keyword_texts(a, special)
-    if not special.isdisjoint(_MAIL_KEYS) or _has_mail_parties(doc):
+    if not special.isdisjoint(_MAIL_KEYS) or "NetworkMessageId" in a or _has_mail_parties(doc):
         mail.from_record(a, doc)
     if special:
         _late(a, doc, special)

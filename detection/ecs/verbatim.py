@@ -19,8 +19,8 @@ class RawSource:
     """The ECS field's text value is `renames.get(raw[raw_key], raw[raw_key])`.
 
     Precisely: when raw[raw_key] is text, the field is either absent (Elastic moves some keys elsewhere
-    for some workloads) or holds exactly that renamed text; and the field never holds text that did not
-    come from raw[raw_key] this way.
+    for some workloads) or holds exactly that renamed text; when raw[raw_key] is missing, so is the field;
+    and any other raw value (number, list, ...) never becomes text in the field.
     """
 
     raw_key: str
@@ -43,9 +43,9 @@ _NOT_VERBATIM = frozenset(
         "Id", "Workload", "Operation", "OrganizationId", "UserAgent",
         # rewritten: integer or keyword text (numbers become text), platform names, dates, parsed JSON,
         # Name/Value maps, wrappers
-        *t.INTEGER_TEXT_KEYS, *t.STRING_KEYS, "Platform", *t.DATE_KEYS, "RescanResult", "AdditionalInfo",
+        *t.INTEGER_TEXT_KEYS, *t.STRING_KEYS, "Platform", *t.DATE_KEYS, "AdditionalInfo",
         "OperationProperties", "Actions", "Parameters", "ExtendedProperties", "ModifiedProperties",
-        "AlertLinks", "ExceptionInfo", "Data",
+        "ExceptionInfo", "Data",
         # filled from other parts of the record
         "NetworkMessageId", "OriginalDeliveryLocation", "PhishConfidenceLevel", "ThreatDetectionMethods",
         "SenderEntity", "MessageObject", "ExchangeAggregatedMessages", "ExchangeAggregatedFolders",
