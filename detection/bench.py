@@ -20,7 +20,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,22 +52,38 @@ class Timing:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
 
 
-def pin_to_one_core() -> int | None:
-    """Run on a single CPU so that the figures are one core's; returns it (None where unsupported)."""
+@contextmanager
+def one_core() -> Iterator[int | None]:
+    """Run on a single CPU so that the figures are one core's; yields it (None where unsupported).
+    The previous affinity comes back afterwards, so a caller in the same process is not left pinned."""
     if not hasattr(os, "sched_setaffinity"):
-        return None
-    cpu = min(os.sched_getaffinity(0))
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
     os.sched_setaffinity(0, {cpu})
-    return cpu
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
 
 
-def best_of(repeat: int, func: Callable[[], Any]) -> tuple[float, Any]:
-    best, result = float("inf"), None
+def timed(func: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = func()
+    return time.perf_counter() - start, result
+
+
+def best_of_interleaved(repeat: int, *funcs: Callable[[], Any]) -> list[tuple[float, Any]]:
+    """The best time of each function over `repeat` rounds, taking turns, so that a burst of load from
+    elsewhere on the machine falls on all of them alike rather than on whichever ran during it."""
+    best: list[tuple[float, Any]] = [(float("inf"), None)] * len(funcs)
     for _ in range(max(1, repeat)):
-        start = time.perf_counter()
-        result = func()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for position, func in enumerate(funcs):
+            seconds, result = timed(func)
+            if seconds < best[position][0]:
+                best[position] = (seconds, result)
+    return best
 
 
 def parse_everything(bodies: Sequence[Body], limits: Limits) -> int:
@@ -162,19 +179,24 @@ def measure_import_time() -> dict[str, Any]:
 # ---- the run ----
 
 def run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[Any], rules_dir: Path,
-        say: Callable[[str], None]) -> dict[str, Any]:
+        say: Callable[[str], None], *, batch_records: int = RSS_BATCH_RECORDS) -> dict[str, Any]:
     """The whole benchmark; `say` gets the human-readable lines, the figures are returned."""
-    cpu = pin_to_one_core()
+    with one_core() as cpu:
+        return _run(records, seed, repeat, settings, rules, rules_dir, say, batch_records, cpu)
+
+
+def _run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[Any], rules_dir: Path,
+         say: Callable[[str], None], batch_records: int, cpu: int | None) -> dict[str, Any]:
     limits = Limits.from_settings(settings)
     started = time.perf_counter()
 
     # The fresh processes first, while this one is still small.
-    rss_on = measure_peak_rss(RSS_BATCH_RECORDS, seed, True, rules_dir)
-    rss_off = measure_peak_rss(RSS_BATCH_RECORDS, seed, False, rules_dir)
+    rss_on = measure_peak_rss(batch_records, seed, True, rules_dir)
+    rss_off = measure_peak_rss(batch_records, seed, False, rules_dir)
     peak = max(rss_on["peak_rss_mb"], rss_off["peak_rss_mb"])
     imported = measure_import_time()
 
-    gen_seconds, bodies = best_of(1, lambda: generate_bodies(records, seed))
+    gen_seconds, bodies = timed(lambda: generate_bodies(records, seed))
     payloads = [body.data for body in bodies]
     total_bytes = sum(len(p) for p in payloads)
     kinds = Counter(body.kind for body in bodies)
@@ -184,17 +206,17 @@ def run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[Any
     say(f"rules: {len(rules)}; one core{f' (cpu {cpu})' if cpu is not None else ''}; "
         f"best of {repeat} runs")
 
-    base_seconds, _ = best_of(repeat, lambda: parse_everything(bodies, limits))
+    off_seconds, off = timed(lambda: detect(payloads, rules, settings, prefilter=False))
+    (base_seconds, _), (on_seconds, on) = best_of_interleaved(
+        repeat, lambda: parse_everything(bodies, limits),
+        lambda: detect(payloads, rules, settings, prefilter=True))
     base = Timing(base_seconds, records)
+    slow = Timing(off_seconds, records)
     say(f"orjson.loads of every body (gunzip included): {base.seconds * 1000:8.1f} ms "
         f"{base.per_second:12,.0f} records/s")
-
-    off_seconds, off = best_of(1, lambda: detect(payloads, rules, settings, prefilter=False))
-    slow = Timing(off_seconds, records)
     say(f"full path, prefilter off:                    {slow.seconds * 1000:8.1f} ms "
         f"{slow.per_second:12,.0f} records/s  ({slow.per_second / base.per_second:.2f}x orjson)")
 
-    on_seconds, on = best_of(repeat, lambda: detect(payloads, rules, settings, prefilter=True))
     fast = Timing(on_seconds, records)
     vs_orjson = fast.per_second / base.per_second
     say(f"full path, prefilter on:                     {fast.seconds * 1000:8.1f} ms "
@@ -208,7 +230,7 @@ def run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[Any
         f"identical on both paths")
 
 
-    say(f"peak RSS of one batch of {RSS_BATCH_RECORDS} records in a fresh process: "
+    say(f"peak RSS of one batch of {batch_records} records in a fresh process: "
         f"{rss_on['peak_rss_mb']:.1f} MB prefilter on, {rss_off['peak_rss_mb']:.1f} MB off "
         f"({rss_on['after_import_mb']:.1f} MB after imports)")
     if imported["import_ms"] is None:
@@ -229,6 +251,7 @@ def run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[Any
         "records_per_s": round(fast.per_second),
         "vs_orjson_parse": round(vs_orjson, 2),
         "peak_rss_mb": peak,
+        "peak_rss_batch_records": batch_records,
         "orjson_records_per_s": round(base.per_second),
         "prefilter_off_records_per_s": round(slow.per_second),
         "prefilter_on_records_per_s": round(fast.per_second),

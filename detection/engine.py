@@ -35,8 +35,12 @@ RULE_ERROR = "rule_error"  # a predicate raised on a document
 
 @dataclass
 class BatchStats:
-    """Counts for one call. `bodies_parsed` is what the prefilter let through; `records` and the
-    record-level skips count what was decoded, so they cover parsed bodies only."""
+    """Counts for one call.
+
+    `bodies_prefiltered` bodies were set aside unparsed because no rule can match them, so `records`,
+    `records_mapped` and the skips found while decoding cover the `bodies_parsed` ones only: a malformed
+    body the prefilter sets aside is not looked at (it could not have alerted either way).
+    """
 
     bodies: int = 0
     records: int = 0
@@ -46,6 +50,7 @@ class BatchStats:
     excepted: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     bodies_parsed: int = 0
+    bodies_prefiltered: int = 0
     records_mapped: int = 0
     skip_list: list[Skip] = field(default_factory=list)
 
@@ -59,6 +64,7 @@ class BatchStats:
         return {
             "bodies": self.bodies,
             "bodies_parsed": self.bodies_parsed,
+            "bodies_prefiltered": self.bodies_prefiltered,
             "records": self.records,
             "records_mapped": self.records_mapped,
             "skips": dict(sorted(self.skips.items())),
@@ -126,6 +132,7 @@ class _Batch:
         keep = None
         if prefilter is not None:
             if not prefilter.body_may_match(data):
+                stats.bodies_prefiltered += 1
                 return
             keep = prefilter.record_may_match if prefilter.checks_records else None
         stats.bodies_parsed += 1

@@ -167,8 +167,10 @@ def test_statistics_of_a_mixed_batch(seed_rules, prefilter):
         assert stats.skips["invalid_gzip"] == 1  # found before the prefilter looks
     as_dict = stats.to_dict()
     assert as_dict["matches"] == {SEED_ID: 2}
-    assert set(as_dict) == {"bodies", "bodies_parsed", "records", "records_mapped", "skips", "matches",
-                            "overflow", "excepted", "duplicates"}
+    assert set(as_dict) == {"bodies", "bodies_parsed", "bodies_prefiltered", "records", "records_mapped",
+                            "skips", "matches", "overflow", "excepted", "duplicates"}
+    assert stats.bodies_parsed + stats.bodies_prefiltered + stats.skips["invalid_gzip"] == stats.bodies
+    assert (stats.bodies_prefiltered > 0) is prefilter
     orjson.dumps(as_dict)
 
 

@@ -398,7 +398,7 @@ def varied_corpus(rules) -> tuple[list[bytes], set[str]]:
 
 def _outcome(detection):
     stats = detection.stats.to_dict()
-    for parse_dependent in ("bodies_parsed", "records", "records_mapped", "skips"):
+    for parse_dependent in ("bodies_parsed", "bodies_prefiltered", "records", "records_mapped", "skips"):
         stats.pop(parse_dependent)
     return ([a.to_dict() for a in detection.alerts], [a.to_dict() for a in detection.overflow],
             [a.to_dict() for a in detection.excepted], stats)

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--seed", type=int, default=1, help="seed of the generated stream (default 1)")
     bench.add_argument("--repeat", type=int, default=5, metavar="N",
                        help="runs of the fast measurements; the best counts (default 5)")
+    bench.add_argument("--batch-records", type=int, default=10_000, metavar="N",
+                       help="records in the batch whose peak RSS is measured (default 10000)")
     bench.add_argument("--json-only", action="store_true", help="print only the final JSON line")
     add_rules_option(bench)
     add_settings_option(bench)
@@ -36,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if args.records <= 0 or args.repeat <= 0:
-        warn("error: --records and --repeat must be greater than 0")
+    if min(args.records, args.repeat, args.batch_records) <= 0:
+        warn("error: --records, --repeat and --batch-records must be greater than 0")
         return 2
     settings = load_settings(args)
     rules = load_ruleset(settings, args).rules
@@ -48,7 +50,8 @@ def run_bench(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     try:
-        figures = run(args.records, args.seed, args.repeat, settings, rules, rules_dir, say)
+        figures = run(args.records, args.seed, args.repeat, settings, rules, rules_dir, say,
+                      batch_records=args.batch_records)
     except BenchFailure as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
