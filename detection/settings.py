@@ -36,6 +36,19 @@ def _optional_text(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _optional_kql(raw: str) -> str | None:
+    """A KQL query checked at start-up, so a typo fails here with its position, not in every batch."""
+    query = _optional_text(raw)
+    if query is not None:
+        from detection.kql import KqlSyntaxError, parse
+
+        try:
+            parse(query)
+        except KqlSyntaxError as exc:
+            raise ValueError(f"is not valid KQL: {exc}") from None
+    return query
+
+
 def _boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -186,7 +199,7 @@ class Settings:
         "Most records taken from one body; the rest are skipped as too_many_records.",
         group="Detection")
     exceptions_kql: str | None = setting(
-        "EXCEPTIONS_KQL", _optional_text, None,
+        "EXCEPTIONS_KQL", _optional_kql, None,
         "KQL query; a record it matches makes no alert for any rule (counted as excepted).",
         group="Detection")
     suppression_overrides: dict[str, Any] = setting(

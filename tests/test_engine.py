@@ -208,3 +208,10 @@ def test_a_failing_predicate_costs_one_evaluation_not_the_batch(prefilter):
 def test_no_rules_no_alerts():
     result = detect([orjson.dumps(record(1))], [], SETTINGS)
     assert result.alerts == [] and result.stats.bodies == 1
+
+
+def test_an_invalid_global_exception_query_fails_when_settings_are_read():
+    from detection.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"EXCEPTIONS_KQL.*line 1, column"):
+        Settings.from_env({"EXCEPTIONS_KQL": "user.id:(x"})
