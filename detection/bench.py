@@ -39,7 +39,7 @@ RSS_BATCH_RECORDS = 10_000
 
 
 class BenchFailure(RuntimeError):
-    """The two paths disagree: the prefilter changed a result."""
+    """The run cannot stand: the two paths disagree, or a measurement could not be made."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def measure_peak_rss(records: int, seed: int, prefilter: bool, rules_dir: Path) 
     done = _python("from detection.bench import child_peak_rss; "
                    f"child_peak_rss({records}, {seed}, {prefilter}, {str(rules_dir)!r})")
     if done.returncode != 0:
-        raise RuntimeError(f"the memory measurement failed: {done.stderr.strip()[-500:]}")
+        raise BenchFailure(f"the memory measurement failed: {done.stderr.strip()[-500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
