@@ -17,6 +17,7 @@ import pytest
 from detection.alerts import get_field
 from detection.ecs import RawSource, to_ecs, verbatim_source
 from detection.ecs.tables import ACTION_RENAMES
+from detection.kql import compile_query
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "elastic-o365"
 NEEDS_FIXTURES = pytest.mark.skipif(
@@ -78,6 +79,23 @@ def test_seed_rule_fields_of_a_teams_setting_change():
     for key in ("Id", "Operation", "Workload", "OrganizationId", "ClientIP"):
         assert key not in audit
     assert audit["UserId"] == TEAMS["UserId"]
+
+
+SEED_QUERY = (
+    "event.dataset:o365.audit and event.provider:MicrosoftTeams and event.category:web and "
+    "event.action:TeamsTenantSettingChanged and "
+    'o365.audit.Name:"Allow sideloading and interaction of custom apps" and '
+    "o365.audit.NewValue:True and event.outcome:success"
+)
+
+
+@pytest.mark.parametrize("query", [SEED_QUERY, SEED_QUERY.replace("event.dataset", "data_stream.dataset", 1)])
+def test_seed_rule_query_matches_the_mapped_record(query):
+    matches = compile_query(query)
+    assert matches(to_ecs(TEAMS))
+    assert not matches(to_ecs(record(NewValue="False")))
+    assert not matches(to_ecs(record(ResultStatus="Failed")))
+    assert not matches(to_ecs(record(Workload="Exchange")))
 
 
 # ---- event.outcome ----

@@ -322,18 +322,15 @@ def _platform(a: dict[str, Any], doc: dict[str, Any]) -> None:
         name = t.PLATFORMS.get(keyword_text(value))
         if name is not None:
             a["Platform"] = value = name
-    if value.__class__ is not str:
+    if value.__class__ is not str or not value:
         return
-    os_node = sub(sub(doc, "host"), "os")
+    os_node = {"platform": value}
     lowered = value.lower()
     for needle, os_type in _OS_TYPES:
         if needle in lowered:
             os_node["type"] = os_type
             break
-    if value:
-        os_node["platform"] = value
-    if not os_node:
-        del doc["host"]["os"]
+    sub(doc, "host")["os"] = os_node
 
 
 def _action_extras(code: str | None, action: Any, categories: list[str], types: list[str]) -> None:
@@ -395,18 +392,16 @@ def _split_users(doc: dict[str, Any]) -> None:
 
 
 def _related(a: dict[str, Any], doc: dict[str, Any]) -> None:
-    user = doc.get("user")
-    if user is not None:
-        append_unique(doc, "related", "user", user.get("name"))
-        target = user.get("target")
-        if target.__class__ is dict:
-            append_unique(doc, "related", "user", target.get("name"))
-    file = doc.get("file")
-    if file is not None:
-        append_unique(doc, "related", "user", file.get("owner"))
+    """related.user from the user's and target's names, the file owner and a cmdlet's -User."""
+    user = doc.get("user") or {}
+    target = user.get("target")
     params = a.get("Parameters")
-    if params.__class__ is dict:
-        append_unique(doc, "related", "user", params.get("User"))
+    extend_unique(doc, "related", "user", [
+        user.get("name"),
+        target.get("name") if target.__class__ is dict else None,
+        doc.get("file", {}).get("owner"),
+        params.get("User") if params.__class__ is dict else None,
+    ])  # fmt: skip
 
 
 def _host_name(a: dict[str, Any], doc: dict[str, Any]) -> None:

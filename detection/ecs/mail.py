@@ -45,20 +45,13 @@ def from_parameters(a: dict[str, Any], doc: dict[str, Any]) -> None:
         sub(sub(doc, "email"), "from")["address"] = clone(params["From"])
 
 
-def _add_to(doc: dict[str, Any], value: Any) -> None:
+def _add_address(doc: dict[str, Any], role: str, value: Any) -> None:
+    """A rendered address once into email.<role>.address (role: to, sender)."""
     value = text(value)
     if value:
-        to = sub(sub(doc, "email"), "to").setdefault("address", [])
-        if value not in to:
-            to.append(value)
-
-
-def _add_sender(doc: dict[str, Any], value: Any) -> None:
-    value = text(value)
-    if value:
-        sender = sub(sub(doc, "email"), "sender").setdefault("address", [])
-        if value not in sender:
-            sender.append(value)
+        addresses = sub(sub(doc, "email"), role).setdefault("address", [])
+        if value not in addresses:
+            addresses.append(value)
 
 
 def from_record(a: dict[str, Any], doc: dict[str, Any]) -> None:
@@ -74,15 +67,15 @@ def from_record(a: dict[str, Any], doc: dict[str, Any]) -> None:
     sender = doc.get("source", {}).get("user", {}).get("email")
     for value in (a.get("P1Sender"), sender):
         if nonempty(value):
-            _add_sender(doc, value)
+            _add_address(doc, "sender", value)
     recipients = a.get("Recipients")
     if isinstance(recipients, list):
         for value in recipients:
-            _add_to(doc, value)
+            _add_address(doc, "to", value)
     dest = doc.get("destination", {}).get("user", {}).get("email")
     if isinstance(dest, list):
         for value in dest:
-            _add_to(doc, value)
+            _add_address(doc, "to", value)
     for key in ("SenderIp", "SenderIP"):
         if nonempty(a.get(key)):
             append_unique(doc, "related", "ip", a[key])
@@ -158,11 +151,11 @@ def alert_data(a: dict[str, Any], doc: dict[str, Any]) -> None:
     if _one_at(out.get("f3u")) and not nonempty(doc.get("user", {}).get("email")):
         sub(doc, "user")["email"] = out["f3u"]
     if nonempty(out.get("tsd")):
-        _add_sender(doc, out["tsd"])
+        _add_address(doc, "sender", out["tsd"])
     if _one_at(out.get("tsd")):
         append_unique(doc, "related", "user", out["tsd"])
     if nonempty(out.get("trc")):
-        _add_to(doc, out["trc"])
+        _add_address(doc, "to", out["trc"])
     if _one_at(out.get("trc")):
         append_unique(doc, "related", "user", out["trc"])
     for key, target in (("aii", "local_id"), ("imsgid", "message_id"), ("ms", "subject")):
@@ -186,7 +179,7 @@ def _entities(a: dict[str, Any], doc: dict[str, Any], entities: list[Any]) -> No
     for value in found["NetworkMessageId"]:
         append_unique(doc, "email", "local_id", value)
     for value in found["P1Sender"]:
-        _add_sender(doc, value)
+        _add_address(doc, "sender", value)
     for value in found["P2Sender"]:
         value = text(value)
         if value:
@@ -197,7 +190,7 @@ def _entities(a: dict[str, Any], doc: dict[str, Any], entities: list[Any]) -> No
                 values.append(value)
             sender["address"] = values
     for value in found["Recipient"]:
-        _add_to(doc, value)
+        _add_address(doc, "to", value)
     if found["Recipient"] and not nonempty(doc.get("user", {}).get("email")):
         sub(doc, "user")["email"] = found["Recipient"]
     for value in found["SenderIP"]:

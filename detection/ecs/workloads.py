@@ -17,6 +17,22 @@ from detection.ecs.values import iso_utc, keyword_text
 Handler = Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], Any]
 
 
+def _lift(a: dict[str, Any], doc: dict[str, Any], fields: tuple[tuple[str, str, str], ...]) -> None:
+    """Elastic's renames into ECS: each present (non-null) `key` leaves `a` for doc.<group>.<target>."""
+    for key, group, target in fields:
+        if a.get(key) is not None:
+            node = doc
+            for part in group.split("."):
+                node = sub(node, part)
+            node[target] = a.pop(key)
+
+
+def _fallback_user_id(doc: dict[str, Any], value: Any) -> None:
+    """A workload's own user id, used only when the record has no UserId."""
+    if "id" not in doc.get("user", ()) and nonempty(value):
+        sub(doc, "user")["id"] = keyword_text(clone(value))
+
+
 def _take_server(a: dict[str, Any]) -> str | None:
     """OriginatingServer text leaves the record for server.*; other types stay where they are."""
     return a.pop("OriginatingServer") if a.get("OriginatingServer").__class__ is str else None
@@ -32,14 +48,14 @@ def exchange_admin(a: dict[str, Any], doc: dict[str, Any], event: dict[str, Any]
     return _take_server(a)
 
 
+_EXCHANGE_ITEM_FIELDS = (("MailboxOwnerUPN", "user", "email"), ("LogonUserDisplayName", "user", "full_name"))
+
+
 def exchange_item(a: dict[str, Any], doc: dict[str, Any], event: dict[str, Any]) -> str | None:
     event["category"].append("email")
-    if a.get("MailboxOwnerUPN") is not None:
-        sub(doc, "user")["email"] = a.pop("MailboxOwnerUPN")
-    if "id" not in doc.get("user", ()) and nonempty(a.get("LogonUserSid")):
-        sub(doc, "user")["id"] = keyword_text(clone(a["LogonUserSid"]))
-    if a.get("LogonUserDisplayName") is not None:
-        sub(doc, "user")["full_name"] = a.pop("LogonUserDisplayName")
+    _lift(a, doc, _EXCHANGE_ITEM_FIELDS[:1])
+    _fallback_user_id(doc, a.get("LogonUserSid"))
+    _lift(a, doc, _EXCHANGE_ITEM_FIELDS[1:])
     _organization_name(a, doc)
     if a.get("ClientProcessName") is not None and "name" not in doc.get("process", ()):
         sub(doc, "process")["name"] = a.pop("ClientProcessName")
@@ -57,18 +73,15 @@ def sts_logon(a: dict[str, Any], doc: dict[str, Any], event: dict[str, Any]) -> 
 
 
 _SHAREPOINT_FILE_FIELDS = (
-    ("SourceRelativeUrl", "directory"),
-    ("SourceFileName", "name"),
-    ("SourceFileExtension", "extension"),
+    ("ObjectId", "url", "original"),
+    ("SourceRelativeUrl", "file", "directory"),
+    ("SourceFileName", "file", "name"),
+    ("SourceFileExtension", "file", "extension"),
 )
 
 
 def sharepoint_file(a: dict[str, Any], doc: dict[str, Any], event: dict[str, Any]) -> None:
-    if a.get("ObjectId") is not None:
-        sub(doc, "url")["original"] = a.pop("ObjectId")
-    for key, target in _SHAREPOINT_FILE_FIELDS:
-        if a.get(key) is not None:
-            sub(doc, "file")[target] = a.pop(key)
+    _lift(a, doc, _SHAREPOINT_FILE_FIELDS)
 
 
 def acting_user(doc: dict[str, Any], value: Any) -> None:
@@ -126,9 +139,7 @@ def dlp(a: dict[str, Any], doc: dict[str, Any], event: dict[str, Any]) -> None:
     sp = a.get("SharePointMetaData")
     if sp.__class__ is dict:
         acting_user(doc, sp.get("From"))
-        for key, group, target in _SHAREPOINT_META_FIELDS:
-            if sp.get(key) is not None:
-                sub(doc, group)[target] = sp.pop(key)
+        _lift(sp, doc, _SHAREPOINT_META_FIELDS)
     if ex.__class__ is dict and ex.get("From") is not None:
         sub(sub(doc, "source"), "user")["email"] = ex.pop("From")
     rule: dict[str, Any] = {}
@@ -206,26 +217,23 @@ def _as_list(node: dict[str, Any], key: str) -> list[Any]:
     return [] if value is None else [value]
 
 
+_YAMMER_FIELDS = (
+    ("FileId", "file", "inode"),
+    ("FileName", "file", "name"),
+    ("GroupName", "group", "name"),
+    ("TargetUserId", "destination.user", "email"),
+    ("TargetYammerUserId", "destination.user", "id"),
+)
+
+
 def yammer(a: dict[str, Any], doc: dict[str, Any], event: dict[str, Any]) -> None:
-    if a.get("ActorUserId") is not None:
-        sub(doc, "user")["email"] = a.pop("ActorUserId")
-    if "id" not in doc.get("user", ()) and nonempty(a.get("ActorYammerUserId")):
-        sub(doc, "user")["id"] = keyword_text(clone(a["ActorYammerUserId"]))
-    if a.get("FileId") is not None:
-        sub(doc, "file")["inode"] = a.pop("FileId")
-    if a.get("FileName") is not None:
-        sub(doc, "file")["name"] = a.pop("FileName")
-    if a.get("GroupName") is not None:
-        doc["group"] = {"name": a.pop("GroupName")}
-    if a.get("TargetUserId") is not None:
-        sub(sub(doc, "destination"), "user")["email"] = a.pop("TargetUserId")
-    if a.get("TargetYammerUserId") is not None:
-        sub(sub(doc, "destination"), "user")["id"] = a.pop("TargetYammerUserId")
+    _lift(a, doc, (("ActorUserId", "user", "email"),))
+    _fallback_user_id(doc, a.get("ActorYammerUserId"))
+    _lift(a, doc, _YAMMER_FIELDS)
 
 
 def teams(a: dict[str, Any], doc: dict[str, Any], event: dict[str, Any]) -> None:
-    if a.get("TeamName") is not None:
-        doc["group"] = {"name": a.pop("TeamName")}
+    _lift(a, doc, (("TeamName", "group", "name"),))
     if event.get("action") == "deleted-user-account" and a.get("ObjectId") is not None:
         sub(sub(doc, "user"), "target")["id"] = a.pop("ObjectId")
     members = a.get("Members")
