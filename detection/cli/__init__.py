@@ -15,6 +15,10 @@ from collections.abc import Sequence
 COMMANDS = [
     "scan",
     "rules",
+    "replay",
+    "alerts",
+    "redeliver",
+    "cleanup",
     "settings",
     "preview",
     "bench",
