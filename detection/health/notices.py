@@ -119,6 +119,14 @@ def due(state: HealthState, now: datetime) -> list[tuple[Pending, str]]:
             if p.next_attempt_at is None or p.next_attempt_at <= now for name in p.owed]
 
 
+def claim(state: HealthState, pairs: Sequence[tuple[Pending, str]], *, until: datetime) -> HealthState:
+    """The state with the notices of `pairs` leased to this run until `until`: a concurrent run that
+    reads it finds nothing due, and if this run dies the lease runs out and the next one sends."""
+    ids = {p.notice_id for p, _ in pairs}
+    return replace(state, pending=tuple(replace(p, next_attempt_at=until) if p.notice_id in ids else p
+                                        for p in state.pending))
+
+
 def settle(
     state: HealthState,
     outcomes: Mapping[tuple[str, str], tuple[str, str | None]],

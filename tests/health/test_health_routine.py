@@ -1,0 +1,196 @@
+"""The health routine end to end: batches counted into Azurite, the timer's checks, notices sent once to
+real HTTP servers, the heartbeat, and the summary the command prints."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from pytest_httpserver import HTTPServer
+
+from detection.devserver import connection_string, free_port
+from detection.health.routine import health_summary, record_batch, run_health
+from detection.health.store import HealthStore
+from detection.health.summary import render_text
+from detection.notify.base import HealthMessage, destinations_from_settings
+from detection.notify.cardcheck import check_cards
+from detection.notify.teams import teams_payload
+from detection.rules import load_rules
+from detection.settings import BUNDLED_RULES_DIR, Settings
+
+pytestmark = pytest.mark.integration
+
+TENANT = "4b2c9e11-7d3a-4f0e-9c55-1a2b3c4d5e6f"
+SEED = "bbd1a775-8267-41fa-9232-20e5582596ac"
+RULES = load_rules(BUNDLED_RULES_DIR).rules
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def body(*operations: tuple[str, str]) -> bytes:
+    return orjson.dumps([{"Id": f"{i}", "CreationTime": "2026-12-01T08:00:00", "Operation": op,
+                          "Workload": workload, "OrganizationId": TENANT.upper(), "RecordType": 25}
+                         for i, (workload, op) in enumerate(operations)])
+
+
+@pytest.fixture
+def server() -> Iterator[HTTPServer]:
+    httpserver = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    httpserver.expect_request("/teams", method="POST").respond_with_data("", status=202)
+    httpserver.expect_request("/slack", method="POST").respond_with_data("ok", status=200)
+    httpserver.start()
+    yield httpserver
+    httpserver.stop()
+
+
+def settings_for(env: dict[str, str], server: HTTPServer, **extra: str) -> Settings:
+    return Settings.from_env({**env, "TEAMS_WEBHOOK_URL": server.url_for("/teams"),
+                              "SLACK_WEBHOOK_URL": server.url_for("/slack"), **extra})
+
+
+def posts(server: HTTPServer, path: str) -> list[dict]:
+    return [orjson.loads(request.get_data()) for request, _ in server.log if request.path == path]
+
+
+class Harness:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings, self.clock = settings, clock
+        self.store = HealthStore.open(settings)
+        self.destinations = destinations_from_settings(settings, clock=clock, sleep=lambda s: None)
+
+    def batch(self, *bodies: bytes) -> int:
+        return record_batch(self.store, list(bodies), settings=self.settings, clock=self.clock, rules=RULES)
+
+    def timer(self) -> dict:
+        return run_health(self.store, settings=self.settings, clock=self.clock,
+                          destinations=self.destinations, rules=RULES)
+
+
+def test_silence_and_recovery_reach_every_destination_exactly_once(state_settings_env, server):
+    clock = Clock(T0)
+    h = Harness(settings_for(state_settings_env, server, SILENCE_THRESHOLD="1h"), clock)
+    for _ in range(13):                              # two hours of Exchange traffic, every 10 minutes
+        assert h.batch(body(("Exchange", "MailItemsAccessed"), ("Exchange", "Send"))) == 1
+        clock.now += timedelta(minutes=10)
+    last = clock.now - timedelta(minutes=10)
+    for minutes in (20, 50, 70, 80, 120, 240):      # the timer, while the source is quiet
+        clock.now = last + timedelta(minutes=minutes)
+        h.timer()
+    assert len(posts(server, "/teams")) == 1 and len(posts(server, "/slack")) == 1
+    slack = posts(server, "/slack")[0]
+    assert "1 source silent" in slack["text"]
+    assert "No Exchange records have arrived for 1 hour" in orjson.dumps(slack).decode()
+
+    h.batch(body(("Exchange", "MailItemsAccessed")))  # the source comes back
+    for minutes in (5, 15, 25):
+        clock.now += timedelta(minutes=minutes)
+        h.timer()
+    teams = posts(server, "/teams")
+    assert len(teams) == 2 and len(posts(server, "/slack")) == 2
+    assert "1 source recovered" in orjson.dumps(teams[1]).decode()
+    assert "Exchange records are arriving again" in orjson.dumps(teams[1]).decode()
+    # Both notices are valid Adaptive Cards, checked the way every alert card is.
+    if shutil.which("node"):
+        result = check_cards(teams)
+        assert result.ok and result.failures == (), result.lines
+
+
+def test_two_timer_runs_at_once_send_each_notice_once(state_settings_env, server):
+    clock = Clock(T0)
+    settings = settings_for(state_settings_env, server, SILENCE_THRESHOLD="1h")
+    first = Harness(settings, clock)
+    for _ in range(8):
+        first.batch(body(("SharePoint", "FileAccessed")))
+        clock.now += timedelta(minutes=15)
+    clock.now += timedelta(hours=2)
+    second = Harness(settings, clock)
+    runs = [threading.Thread(target=h.timer) for h in (first, second, first, second)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=120)
+    assert len(posts(server, "/teams")) == 1 and len(posts(server, "/slack")) == 1
+
+
+def test_the_heartbeat_is_sent_once_a_day_and_is_a_valid_card(state_settings_env, server):
+    clock = Clock(T0)
+    h = Harness(settings_for(state_settings_env, server, HEARTBEAT_ENABLED="true"), clock)
+    h.batch(body(("MicrosoftTeams", "TeamsSessionStarted"), ("Exchange", "Send")))
+    h.timer()                                        # the first run owes yesterday's heartbeat
+    clock.now = T0.replace(hour=23)
+    h.timer()                                        # the same day: nothing more
+    clock.now = datetime(2026, 12, 2, 0, 10, tzinfo=UTC)
+    h.timer()
+    h.timer()
+    teams = posts(server, "/teams")
+    assert len(teams) == 2 and len(posts(server, "/slack")) == 2
+    second = orjson.dumps(teams[1]).decode()
+    assert "Detection heartbeat for 2026-12-01" in second
+    facts = orjson.dumps(teams[1]["attachments"][0]["content"]).decode()
+    assert '"Records"' in facts or "Records" in facts
+    if shutil.which("node"):
+        result = check_cards(teams)
+        assert result.ok and result.failures == (), result.lines
+
+
+def test_a_month_of_teams_admin_action_only_reports_the_seed_rule_as_blind(state_settings_env, server):
+    clock = Clock(T0)
+    h = Harness(settings_for(state_settings_env, server, DRIFT_WINDOW="3d", SILENCE_THRESHOLD="2d"), clock)
+    for day in range(5):
+        for hour in (2, 10, 18):
+            clock.now = T0 + timedelta(days=day, hours=hour)
+            ops = [("MicrosoftTeams", "TeamsSessionStarted"), ("Exchange", "Send")]
+            if day == 0:
+                ops.append(("MicrosoftTeams", "TeamsTenantSettingChanged"))
+            else:
+                ops.append(("MicrosoftTeams", "TeamsAdminAction"))
+            h.batch(body(*ops))
+    h.timer()
+    summary = health_summary(h.store, settings=h.settings, now=clock.now, rules=RULES, days=1)
+    seed = [f for f in summary["drift"] if f["rule_id"] == SEED]
+    assert len(seed) == 1
+    assert seed[0]["message"].startswith(
+        "Teams admin changes are arriving as TeamsAdminAction, but TeamsTenantSettingChanged has not been "
+        "seen for 3 days")
+    assert all(f["rule_id"] != "6ab3e929-b15e-476b-910f-c7b99449b230" for f in summary["drift"])
+    assert summary["silence"] == []
+    assert "may be blind" in render_text(summary)
+    # Drift is told once as a health notice, never as an alert.
+    slack = posts(server, "/slack")
+    assert len(slack) == 1 and "may be blind" in orjson.dumps(slack[0]).decode()
+    h.timer()
+    assert len(posts(server, "/slack")) == 1
+
+
+def test_counting_never_fails_a_batch_when_storage_is_down(state_settings_env, server):
+    dead = {**state_settings_env, "ALERTS_STORAGE_CONNECTION": connection_string(free_port())}
+    settings = settings_for(dead, server)
+    store = HealthStore.open(settings, create_tables=False, attempts=1, connect_timeout=1)
+    assert record_batch(store, [body(("Exchange", "Send"))], settings=settings, clock=Clock(T0),
+                        rules=RULES) == 0
+
+
+def test_health_message_summaries_render_as_cards(state_settings_env, server):
+    """The notice shapes the routine sends, rendered by the Teams format and checked by the SDK."""
+    clock = Clock(T0)
+    h = Harness(settings_for(state_settings_env, server, SILENCE_THRESHOLD="1h"), clock)
+    h.batch(body(("Exchange", "Send")))
+    clock.now += timedelta(hours=2)
+    h.batch(body(("Exchange", "Send")))
+    summary = health_summary(h.store, settings=h.settings, now=clock.now + timedelta(hours=3), rules=RULES)
+    from detection.health.summary import heartbeat_notice
+    card = teams_payload(HealthMessage(heartbeat_notice(summary)))
+    assert card["attachments"][0]["content"]["type"] == "AdaptiveCard"
+    if shutil.which("node"):
+        assert check_cards([card]).ok
