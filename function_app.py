@@ -1,0 +1,51 @@
+"""Azure Functions entry point (Python v2 model): bindings only; the work is in `detection`.
+
+Settings are validated when the worker imports this module: a bad setting stops function indexing
+with the setting's name in the log, and nothing is read from the Event Hub until it is fixed.
+The failure path of a batch (retry policy, dead letter, re-raise) is described in detection.hosting.
+"""
+
+from __future__ import annotations
+
+import os
+
+import azure.functions as func
+
+from detection import hosting
+
+RUNTIME = hosting.Runtime(hosting.start(os.environ))
+
+app = func.FunctionApp()
+
+
+@app.function_name(name="detect")
+@app.event_hub_message_trigger(
+    arg_name="events",
+    event_hub_name="%EVENTHUB_NAME%",
+    connection="EventHubConnection",
+    consumer_group="%EVENTHUB_CONSUMER_GROUP%",
+    cardinality=func.Cardinality.MANY,
+    data_type=func.DataType.BINARY,
+)
+@app.retry(
+    strategy="exponential_backoff",
+    max_retry_count=str(hosting.MAX_RETRIES),
+    minimum_interval=hosting.RETRY_MIN_INTERVAL,
+    maximum_interval=hosting.RETRY_MAX_INTERVAL,
+)
+def detect(events: list[func.EventHubEvent], context: func.Context) -> None:
+    RUNTIME.batch(events, context)
+
+
+@app.function_name(name="redeliver")
+@app.timer_trigger(arg_name="timer", schedule="%REDELIVER_SCHEDULE%", run_on_startup=False,
+                   use_monitor=True)
+def redeliver(timer: func.TimerRequest) -> None:
+    RUNTIME.redeliver()
+
+
+@app.function_name(name="cleanup")
+@app.timer_trigger(arg_name="timer", schedule=hosting.CLEANUP_SCHEDULE, run_on_startup=False,
+                   use_monitor=True)
+def cleanup(timer: func.TimerRequest) -> None:
+    RUNTIME.cleanup()
