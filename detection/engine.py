@@ -23,7 +23,7 @@ from detection.alerts import Alert, build_alert
 from detection.ecs import to_ecs
 from detection.kql import compile_query
 from detection.prefilter import Prefilter
-from detection.sources import BodyError, Limits, Skip, decode_json, decompress
+from detection.sources import BodyError, Limits, Skip, decode_json, decompress, looks_complete
 
 if TYPE_CHECKING:
     from detection.rules.loader import Rule
@@ -38,8 +38,9 @@ class BatchStats:
     """Counts for one call.
 
     `bodies_prefiltered` bodies were set aside unparsed because no rule can match them, so `records`,
-    `records_mapped` and the skips found while decoding cover the `bodies_parsed` ones only: a malformed
-    body the prefilter sets aside is not looked at (it could not have alerted either way).
+    `records_mapped` and the skips found while decoding cover the `bodies_parsed` ones only. Bodies that
+    do not look complete (cut short, empty) are always parsed, so those skips are always counted; a
+    body malformed inside that the prefilter sets aside is not looked at (it could not alert either way).
     """
 
     bodies: int = 0
@@ -131,7 +132,9 @@ class _Batch:
         prefilter = self.prefilter
         keep = None
         if prefilter is not None:
-            if not prefilter.body_may_match(data):
+            # A body no rule can match is set aside unparsed, unless it looks broken (cut short in
+            # transit, say): parsing those costs little, as they are rare, and reports them as skips.
+            if not prefilter.body_may_match(data) and looks_complete(data):
                 stats.bodies_prefiltered += 1
                 return
             keep = prefilter.record_may_match if prefilter.checks_records else None

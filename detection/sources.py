@@ -251,6 +251,23 @@ class _Collector:
         self.out.records.append(SourceRecord(raw, event_time))
 
 
+_JSON_SPACE = b" \t\r\n"
+_PAIRS = ((b"[", b"]"), (b"{", b"}"))
+
+
+def looks_complete(data: bytes) -> bool:
+    """A cheap necessary sign of a whole JSON body: it opens and closes with a matching bracket pair.
+
+    Bodies cut short in transit almost never do, so a caller that would otherwise not parse a body (the
+    engine's prefilter) parses those anyway and counts them as the skips they are. Looks at 64 bytes
+    at each end only; a body padded with more whitespace than that is simply parsed.
+    """
+    head = data[3:67] if data.startswith(UTF8_BOM) else data[:64]
+    first = head.lstrip(_JSON_SPACE)[:1]
+    last = data[-64:].rstrip(_JSON_SPACE)[-1:]
+    return (first, last) in _PAIRS
+
+
 def _lines(text: bytes) -> Iterable[tuple[int, bytes]]:
     for number, line in enumerate(text.split(b"\n"), 1):
         line = line.strip()

@@ -16,6 +16,7 @@ from detection.sources import (
     decode_body,
     decode_json,
     decompress,
+    looks_complete,
 )
 
 LIMITS = Limits()
@@ -310,3 +311,22 @@ def test_a_malformed_body_does_not_stop_the_others():
     assert [ids(r) for r in results] == [["id-1"], [], [], ["id-2"]]
     assert [(s.reason, s.body_index) for r in results for s in r.skips] == [
         ("invalid_json", 1), ("invalid_gzip", 2)]
+
+
+@pytest.mark.parametrize("body, complete", [
+    (b'[{"Id": "a"}]', True),
+    (b'\xef\xbb\xbf  {"Id": "a"}\r\n', True),
+    (b'{"Id": "a"}\n{"Id": "b"}\n', True),
+    (b'{"records": [{"Id": "a"}]}', True),
+    (b'[{"Id": "a"}, {"Id": "b"}', False),  # cut after a record
+    (b'{"records": [{"Id": "a"}]', False),
+    (b'{"Id": "a", "Operation": ', False),
+    (b'{"Id": "a"}\n{"Id": "b', False),
+    (b"", False),
+    (b"   \n", False),
+    (b"42", False),
+    (b"[" + b" " * 100 + b"]", True),
+    (b" " * 100 + b"[]", False),  # more padding than it looks at: parsed, which is always safe
+])
+def test_looks_complete(body, complete):
+    assert looks_complete(body) is complete
