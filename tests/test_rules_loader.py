@@ -1,4 +1,4 @@
-"""The rule loader: Elastic's format runs unmodified, our extra tables are validated, bad files fail loudly."""
+"""The rule loader: Elastic's format runs unmodified; our tables are validated; bad files fail loudly."""
 
 from __future__ import annotations
 

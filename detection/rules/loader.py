@@ -122,7 +122,7 @@ def _require(table: dict[str, Any], key: str, kind: type | tuple[type, ...], whe
     if key not in table:
         raise ValueError(f"{where}.{key} is required")
     value = table[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise ValueError(f"{where}.{key} must be {_kind_name(kind)}, got {type(value).__name__}")
     return value
 
