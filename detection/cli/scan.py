@@ -93,9 +93,11 @@ def run_scan(args: argparse.Namespace) -> int:
             if alert.alert_id not in seen:
                 seen.add(alert.alert_id)
                 write_json_line(alert.to_dict())
-        totals.update(bodies=result.stats.bodies, records=result.stats.records,
-                      overflow=len(result.overflow), excepted=len(result.excepted))
-    warn(f"scan: {totals['bodies']} bodies, {totals['records']} records, {len(seen)} alerts"
+        totals.update(bodies=result.stats.bodies, prefiltered=result.stats.bodies_prefiltered,
+                      records=result.stats.records, overflow=len(result.overflow),
+                      excepted=len(result.excepted))
+    warn(f"scan: {totals['bodies']} bodies ({totals['prefiltered']} set aside unparsed: no rule can match),"
+         f" {totals['records']} records decoded, {len(seen)} alerts"
          f" ({totals['overflow']} beyond max_signals), {totals['excepted']} excepted")
     return 0
 
