@@ -19,6 +19,8 @@ COMMANDS = [
     "alerts",
     "redeliver",
     "cleanup",
+    "deadletter",
+    "send",
     "settings",
     "preview",
     "bench",
