@@ -20,6 +20,7 @@ from typing import Any
 
 from detection.alerts import Alert
 from detection.engine import detect
+from detection.health.routine import count_batch
 from detection.notify.base import Destination, OverflowMessage, destinations_from_settings, system_clock
 from detection.rules import RuleSet, load_rules
 from detection.rules.loader import Rule
@@ -133,6 +134,8 @@ def handle_batch(
         report.delivery_failures += progress.failures
         report.owed += int(progress.owed)
 
+    # 4. Source health: one counters delta per tenant for the whole batch; never fails the batch.
+    count_batch(bodies, settings=settings, clock=clock, rules=rules, report=report)
     report.duration_ms = int((time.monotonic() - started) * 1000)
     log.info("batch: %s", report.to_dict())
     return report

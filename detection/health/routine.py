@@ -13,6 +13,7 @@ Three entry points, one per caller:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,9 +29,9 @@ from detection.health.notices import HealthState, advance, claim, due, heartbeat
 from detection.health.store import HealthStore
 from detection.health.summary import build_summary, heartbeat_notice
 from detection.notify.base import Destination, HealthMessage
-from detection.settings import Settings
+from detection.settings import Settings, SettingsError
 from detection.sources import Limits
-from detection.state.tables import EtagMismatch, StorageError
+from detection.state.tables import EtagMismatch, StorageError, resolve_connection
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,36 @@ def record_batch(store: HealthStore, bodies: Sequence[bytes], *, settings: Setti
     except StorageError as exc:
         log.warning("health counters of this batch not stored: %s", exc)
         return 0
+
+
+# One health store per storage account and table, opened on a worker's first batch and kept warm like
+# the handler's pipeline. Counting retries storage briefly: during an outage the batch itself fails on
+# the alert state and is retried, so the counters do not need the alert state's patience.
+_STORES: dict[tuple[Any, str], HealthStore] = {}
+_STORES_LOCK = threading.Lock()
+_COUNTING_OPTIONS = {"attempts": 2, "base_delay": 0.1, "max_delay": 0.5, "connect_timeout": 2.0,
+                     "read_timeout": 5.0}
+
+
+def shared_store(settings: Settings) -> HealthStore:
+    key = (resolve_connection(settings), settings.health_table)
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = HealthStore.open(settings, **_COUNTING_OPTIONS)
+        return store
+
+
+def count_batch(bodies: Sequence[bytes], *, settings: Settings, clock: Clock, rules: Any,
+                report: Any = None) -> int:
+    """The batch handler's one call: count the batch into the shared health store, never raising."""
+    try:
+        store = shared_store(settings)
+    except (SettingsError, StorageError) as exc:
+        log.warning("health counters unavailable, this batch is not counted: %s", exc)
+        return 0
+    return record_batch(store, bodies, settings=settings, clock=clock,
+                        rules=getattr(rules, "rules", rules), report=report)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ real HTTP servers, the heartbeat, and the summary the command prints."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from detection.devserver import connection_string, free_port
+from detection.handler import build_pipeline
 from detection.health.routine import health_summary, record_batch, run_health
 from detection.health.store import HealthStore
 from detection.health.summary import render_text
@@ -194,3 +196,26 @@ def test_health_message_summaries_render_as_cards(state_settings_env, server):
     assert card["attachments"][0]["content"]["type"] == "AdaptiveCard"
     if shutil.which("node"):
         assert check_cards([card]).ok
+
+
+def test_the_batch_handler_counts_every_batch_once_per_tenant(state_settings_env):
+    clock = Clock(T0)
+    settings = Settings.from_env(state_settings_env)
+    pipeline = build_pipeline(settings, clock=clock, console_stream=io.StringIO())
+    seed_match = {"Id": "seed-1", "CreationTime": "2026-12-01T07:59:00",
+                  "Operation": "TeamsTenantSettingChanged", "Workload": "MicrosoftTeams",
+                  "OrganizationId": TENANT, "RecordType": 25,
+                  "UserId": "admin@contoso.onmicrosoft.com",
+                  "Name": "Allow sideloading and interaction of custom apps", "OldValue": "False",
+                  "NewValue": "True"}
+    report = pipeline.handle([body(("Exchange", "Send"), ("Exchange", "Send")), orjson.dumps(seed_match),
+                              b"not json"])
+    assert report.alerts == 1
+    counted = HealthStore.open(settings).days(T0.date(), T0.date())
+    assert counted[TENANT].count("records") == 3
+    assert counted[TENANT].workloads["Exchange"].count == 2
+    assert counted[TENANT].families["TeamsTenantSettingChanged"].count == 1
+    totals = counted["_pipeline"]
+    assert totals.count("alerts") == 1 and totals.count("delivered") == 1
+    assert totals.count("skipped.invalid_json") == 1
+    pipeline.close()
