@@ -384,7 +384,7 @@ def test_storage_stopped_mid_batch_then_a_rerun_loses_and_duplicates_nothing(out
             continue
         kind = "claim" if trace[index + 1:index + 2] == ["SEND"] else trace[index]
         points.setdefault(kind, number[index])
-    assert {"create in alerts", "upsert in alerts", "transaction in groups", "update in groups", "claim",
+    assert {"create in alerts", "upsert in alerts", "transaction in groups", "create in groups", "claim",
             "delete in alerts"} <= set(points)
     for case, point in enumerate(sorted(points.values())):
         outage = Outage(outage_azurite, point)

@@ -100,7 +100,7 @@ class Deliverer:
             self.store.clear_owed(ref_of(entity))
             progress.role = "member"
             return None
-        count = self.store.take_unreported(str(series), alert.alert_id) if series else 0
+        count = self.store.take_unreported(str(series), alert.alert_id, now) if series else 0
         message = AlertMessage(alert, suppressed_count=count)
         ledger = lifecycle.new_ledger([d.name for d in self.destinations if d.accepts(message)], now)
         updated = self.store.update(stored, {

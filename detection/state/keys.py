@@ -53,6 +53,10 @@ def member_row(window_start: datetime, alert_id: str) -> str:
     return f"m-{stamp(window_start)}-{safe_id(alert_id)}"
 
 
+def take_row(alert_id: str) -> str:
+    return "t-" + safe_id(alert_id)
+
+
 def owed_row(partition: str, row: str) -> str:
     return f"{partition}~{row}"
 

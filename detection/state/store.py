@@ -15,9 +15,11 @@ alerts table
                 leaves a row too many (the outbox drops it), never one too few.
 
 groups table (one partition per suppression series: rule, tenant, group-by values)
-    series      RK "series": suppressed_total, reported_total, last_take_by/_count.
+    series      RK "series": suppressed_total (alerts suppressed) and reported_total (counted in a
+                notification so far).
     window      RK "w-<start>": the head alert of that window (first writer wins) and its count.
     member      RK "m-<start>-<alert id>": one per suppressed alert.
+    take        RK "t-<alert id>": how many suppressed alerts a head's notification reports.
 
 A suppressed alert is counted by one transaction in its series partition: create its member row and
 add one to the window's and the series' counters, both with their ETags. The member row makes the count
@@ -234,26 +236,39 @@ class AlertStore:
             backoff(attempt)
         raise Contention(f"suppression series {partition}: too many concurrent updates")
 
-    def take_unreported(self, series_key: str, alert_id: str) -> int:
+    def take_unreported(self, series_key: str, alert_id: str, now: datetime) -> int:
         """How many alerts of the series were suppressed since its last notification, now reported by
-        `alert_id` (a head about to be notified). Asking again for the same head gives the same number."""
+        `alert_id` (a head about to be notified).
+
+        The take is recorded once per head, as a row created in the same transaction that moves the
+        series' reported counter: whichever instance (or retry) asks for the same head gets the number
+        that row holds, even zero, so every copy of the head's decision carries the same count and each
+        suppressed alert is reported by exactly one notification.
+        """
+        take_row = keys.take_row(alert_id)
         for attempt in range(CONFLICT_ATTEMPTS):
+            taken = self.tables.get(GROUPS, series_key, take_row)
+            if taken is not None:
+                return int(taken.entity.get("count") or 0)
             series = self.tables.get(GROUPS, series_key, keys.SERIES_ROW)
             if series is None:
                 return 0
-            if series.entity.get("last_take_by") == alert_id:
-                return int(series.entity.get("last_take_count") or 0)
             total = int(series.entity.get("suppressed_total") or 0)
-            count = total - int(series.entity.get("reported_total") or 0)
-            if count <= 0:
-                return 0
+            count = max(0, total - int(series.entity.get("reported_total") or 0))
+            expires = max(self.expiry(now), series.entity.get("expires_at") or self.expiry(now))
+            operations: list[tuple[str, dict[str, Any], str | None]] = [
+                ("create", {"PartitionKey": series_key, "RowKey": take_row, "alert_id": alert_id,
+                            "count": count, "expires_at": expires}, None)]
+            if count:
+                operations.append(("update", {"PartitionKey": series_key, "RowKey": keys.SERIES_ROW,
+                                              "reported_total": total}, series.etag))
             try:
-                self.tables.update(GROUPS, {"PartitionKey": series_key, "RowKey": keys.SERIES_ROW,
-                                            "reported_total": total, "last_take_by": alert_id,
-                                            "last_take_count": count}, series.etag)
+                self.tables.transact(GROUPS, operations)
                 return count
-            except EtagMismatch:
-                backoff(attempt)
+            except TransactionFailed as exc:
+                if exc.code not in ("EntityAlreadyExists", "UpdateConditionNotSatisfied", "ConditionNotMet"):
+                    raise
+            backoff(attempt)
         raise Contention(f"suppression series {series_key}: too many concurrent updates")
 
     def window(self, series_key: str, start: datetime) -> dict[str, Any] | None:
