@@ -12,6 +12,7 @@ import os
 import azure.functions as func
 
 from detection import hosting
+from detection.health.routine import health_timer
 
 RUNTIME = hosting.Runtime(hosting.start(os.environ))
 
@@ -49,3 +50,10 @@ def redeliver(timer: func.TimerRequest) -> None:
                    use_monitor=True)
 def cleanup(timer: func.TimerRequest) -> None:
     RUNTIME.cleanup()
+
+
+@app.function_name(name="health")
+@app.timer_trigger(arg_name="timer", schedule=RUNTIME.settings.health_schedule, run_on_startup=False,
+                   use_monitor=True)
+def health(timer: func.TimerRequest) -> None:
+    health_timer(RUNTIME.pipeline())

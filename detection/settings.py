@@ -325,6 +325,10 @@ class Settings:
         "HEARTBEAT_ENABLED", _boolean, "false",
         "Post a daily health summary to every configured destination.",
         group="Health")
+    health_schedule: str = setting(
+        "HEALTH_SCHEDULE", _text, "0 */15 * * * *",
+        "NCRONTAB schedule of the health timer: silence and drift checks, their notices, the heartbeat.",
+        group="Health")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

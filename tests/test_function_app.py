@@ -76,11 +76,12 @@ def functions(module: types.ModuleType) -> dict[str, Any]:
 
 # ---- what the worker indexes ----
 
-def test_the_app_registers_the_event_hub_function_and_two_timers(app: types.ModuleType) -> None:
+def test_the_app_registers_the_event_hub_function_and_three_timers(app: types.ModuleType) -> None:
     registered = functions(app)
-    assert set(registered) == {"detect", "redeliver", "cleanup"}
+    assert set(registered) == {"detect", "redeliver", "cleanup", "health"}
     triggers = {name: fn.get_trigger().get_binding_name() for name, fn in registered.items()}
-    assert triggers == {"detect": "eventHubTrigger", "redeliver": "timerTrigger", "cleanup": "timerTrigger"}
+    assert triggers == {"detect": "eventHubTrigger", "redeliver": "timerTrigger", "cleanup": "timerTrigger",
+                        "health": "timerTrigger"}
     for fn in registered.values():
         assert len(fn.get_bindings()) == 1  # no output bindings: the code writes state itself
 

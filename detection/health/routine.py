@@ -2,11 +2,13 @@
 
 Three entry points, one per caller:
 
-* `record_batch` — the batch handler, once per batch: a census of the bodies and the batch's outcomes
-  become one delta per tenant, merged into storage. A failure here is logged, never raised: the batch's
-  alerts are already stored and notified, and counters are worth less than a retried batch.
-* `run_health` — the timer: checks over the stored counters, the notices they cause (each condition once
-  when it starts, once when it ends), the daily heartbeat, delivery of what is owed, and cleanup.
+* `count_batch` / `record_batch` — the batch handler, once per batch: a census of the bodies and the
+  batch's outcomes become one delta per tenant, merged into storage. A failure here is logged, never
+  raised: the batch's alerts are already stored and notified, and counters are worth less than a
+  retried batch.
+* `health_timer` / `run_health` — the timer: checks over the stored counters, the notices they cause
+  (each condition once when it starts, once when it ends), the daily heartbeat, delivery of what is
+  owed, and cleanup.
 * `health_summary` — `python -m detection health`: the same summary the heartbeat sends.
 """
 
@@ -18,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from detection.ecs import verbatim_source
 from detection.health import counters as names
@@ -159,6 +163,14 @@ def run_health(store: HealthStore, *, settings: Settings, clock: Clock, destinat
     return {"silent": len(checks.silence.findings), "blind": len(checks.drift.findings),
             "conditions": len(state.marks), "sent": sent, "owed": len(state.pending),
             "given_up": state.given_up, "rows_removed": removed}
+
+
+def health_timer(pipeline: Any) -> dict[str, Any]:
+    """The function app's health timer over the warm pipeline (its settings, rules, destinations)."""
+    report = run_health(shared_store(pipeline.settings), settings=pipeline.settings, clock=pipeline.clock,
+                        destinations=pipeline.destinations, rules=pipeline.rules.rules)
+    log.info("health %s", orjson.dumps(report).decode())
+    return report
 
 
 def _decide(store: HealthStore, settings: Settings, now: datetime, checks: Checks,
