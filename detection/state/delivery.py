@@ -119,11 +119,11 @@ class Deliverer:
             token = uuid.uuid4().hex
             claimed = lifecycle.claim(ledger, names, now=now, lease=self.lease, token=token)
             stored = self.store.update(stored, {"ledger": codec.dumps(claimed)}, now)
-            message = self._message(stored.entity)
+            message, problem = self._message(stored.entity)
             for name in names:
                 destination = self.by_name.get(name)
                 if message is None:
-                    outcome = Outcome("failed", None, "the alert this notice is about is no longer stored")
+                    outcome = Outcome("failed", None, problem)
                 elif destination is None:
                     outcome = Outcome("retry", None, f"destination {name} is not configured in this instance")
                 else:
@@ -142,7 +142,8 @@ class Deliverer:
         try:
             return destination.send(message)
         except Exception as exc:
-            log.exception("%s: send raised", destination.name)
+            log.error("%s: send raised %s (a bug in the destination; retried later)", destination.name,
+                      type(exc).__name__)
             return Outcome("retry", None, f"{destination.name} raised {type(exc).__name__}")
 
     def _record(self, stored: Stored, name: str, outcome: Outcome, token: str) -> Stored:
@@ -228,14 +229,19 @@ class Deliverer:
 
     # ---- messages from entities ----
 
-    def _message(self, entity: dict[str, Any]) -> Message | None:
+    def _message(self, entity: dict[str, Any]) -> tuple[Message | None, str]:
+        """The message a deliverable sends, or None and why it cannot be built (never on a retry either)."""
         if entity.get("kind") == "alert":
-            return AlertMessage(codec.alert_from_entity(entity), int(entity.get("suppressed_count") or 0))
+            alert = codec.alert_from_entity(entity)
+            return AlertMessage(alert, int(entity.get("suppressed_count") or 0)), ""
         body = codec.loads(entity.get("message"), {})
         if entity.get("notice_kind") == "overflow":
-            return OverflowMessage(**body)
+            try:
+                return OverflowMessage(**body), ""
+            except TypeError:
+                return None, "the stored overflow notice is unreadable"
         target = self.store.get(Ref(str(body.get("alert_pk")), str(body.get("alert_rk"))))
         if target is None:
-            return None
+            return None, "the alert this notice is about is no longer stored"
         return DeliveryFailedMessage(codec.alert_from_entity(target.entity), str(body.get("destination")),
-                                     str(body.get("error")))
+                                     str(body.get("error"))), ""

@@ -237,6 +237,12 @@ class Tables:
     # ---- the retry policy ----
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        """Run one service request with the retry policy.
+
+        Errors leave here without the SDK's text or cause: a transport error may quote the request URL,
+        and with a SAS connection string the URL carries the signature. What callers decide on (exists,
+        not found, ETag mismatch, a transaction's failing operation) passes through unchanged.
+        """
         last: Exception | None = None
         for attempt in range(1, self.attempts + 1):
             if self.on_call is not None:
@@ -245,9 +251,14 @@ class Tables:
                 return fn()
             except (ServiceRequestError, ServiceResponseError) as exc:
                 last = exc
+            except _DECIDED:
+                raise
             except HttpResponseError as exc:
                 if exc.status_code not in TRANSIENT_STATUSES:
-                    raise
+                    code = getattr(exc, "error_code", None)
+                    raise StorageError(
+                        f"table storage at {self.description} refused {operation}: HTTP {exc.status_code} "
+                        f"{getattr(code, 'value', code) or type(exc).__name__}") from None
                 last = exc
             if attempt < self.attempts:
                 jitter = 0.5 + random.random() / 2  # noqa: S311 - spreading retries, not a secret
@@ -257,7 +268,7 @@ class Tables:
                 self._sleep(delay)
         raise StorageUnavailable(
             f"table storage at {self.description} unavailable: {operation} failed {self.attempts} times "
-            f"({type(last).__name__})") from last
+            f"({type(last).__name__})") from None
 
     def _table(self, role: str) -> TableClient:
         return self._clients[role]
@@ -346,7 +357,7 @@ class Tables:
         except TableTransactionError as exc:
             code = str(getattr(exc.error_code, "value", exc.error_code) or "")
             raise TransactionFailed(f"transaction in {role} failed at operation {exc.index}: {code}",
-                                    index=exc.index, code=code) from exc
+                                    index=exc.index, code=code) from None
 
     def query(
         self,
@@ -389,6 +400,10 @@ class Tables:
                     return
             if not token:
                 return
+
+
+# Answers the callers of `_call` turn into decisions; everything else becomes our own error.
+_DECIDED = (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError, TableTransactionError)
 
 
 def _check_parameters(query_filter: str, parameters: Mapping[str, Any]) -> None:

@@ -244,6 +244,18 @@ def test_unreachable_storage_is_retried_then_raised_with_bounded_attempts() -> N
     assert "127.0.0.1" in str(caught.value) and "AccountKey" not in str(caught.value)
 
 
+def test_storage_errors_never_carry_a_sas_signature() -> None:
+    sas = (f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+           "SharedAccessSignature=sv=2024-08-04&ss=t&srt=sco&sp=rwdlacu&sig=TOPSECRETSIGNATURE")
+    tables = Tables.open(Settings.from_env({"ALERTS_STORAGE_CONNECTION": sas}), {ALERTS: "alerts"},
+                         attempts=2, base_delay=0.01)
+    with pytest.raises(StorageUnavailable) as caught:
+        list(tables.query(ALERTS, "PartitionKey eq @pk", {"pk": "x"}))
+    error = caught.value
+    assert "TOPSECRET" not in str(error)
+    assert error.__cause__ is None and error.__suppress_context__  # the SDK's text is not chained
+
+
 def test_retention_cleanup_deletes_expired_rows_in_bounded_work(store: AlertStore) -> None:
     now = datetime(2027, 1, 1, tzinfo=UTC)
     for i in range(12):
