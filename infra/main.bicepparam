@@ -11,6 +11,9 @@ param existingEventHubResourceGroupName = readEnvironmentVariable('EXISTING_EVEN
 param eventHubName = readEnvironmentVariable('EVENTHUB_NAME', 'm365-audit')
 param eventHubPartitionCount = int(readEnvironmentVariable('EVENTHUB_PARTITION_COUNT', '4'))
 param consumerGroupName = readEnvironmentVariable('EVENTHUB_CONSUMER_GROUP', 'm365-detect')
+// SAS keys stay off unless a producer needs them: the Defender XDR streaming API and Azure Monitor
+// exports deliver with the namespace's shared access keys (set EVENTHUB_DISABLE_LOCAL_AUTH=false).
+param eventHubDisableLocalAuth = bool(readEnvironmentVariable('EVENTHUB_DISABLE_LOCAL_AUTH', 'true'))
 
 // Who may publish with `python -m detection send` (azd sets AZURE_PRINCIPAL_ID to the signed-in user).
 param senderPrincipalId = readEnvironmentVariable('EVENTHUB_SENDER_PRINCIPAL_ID', '')
