@@ -19,6 +19,7 @@ COMMANDS = [
     "alerts",
     "redeliver",
     "cleanup",
+    "health",
     "deadletter",
     "send",
     "settings",
