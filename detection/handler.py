@@ -26,7 +26,7 @@ from detection.rules import RuleSet, load_rules
 from detection.rules.loader import Rule
 from detection.settings import Settings
 from detection.state import lifecycle
-from detection.state.delivery import Deliverer, Progress
+from detection.state.delivery import HANDOFF, Deliverer, Progress
 from detection.state.lifecycle import OverflowPlan, Planned, StatePolicy, validate_settings
 from detection.state.outbox import OutboxReport, redeliver
 from detection.state.store import AlertStore, ref_of
@@ -151,7 +151,7 @@ def _persist(store: AlertStore, planned: Planned, now: datetime) -> tuple[Stored
         if existing is not None:
             return existing, False
         # The index row goes first: if we die between the two writes, the outbox finds the alert.
-        store.mark_owed(ref, now, now)
+        store.mark_owed(ref, now + HANDOFF, now)
     created = store.create(entity)
     if created is not None:
         return created, True

@@ -17,7 +17,7 @@ from detection.handler import BatchReport, build_pipeline, handle_batch
 from detection.notify.base import AlertMessage, DeliveryFailedMessage, Outcome, OverflowMessage
 from detection.settings import Settings, SettingsError
 from detection.state import codec, lifecycle
-from detection.state.delivery import LEASE, Deliverer
+from detection.state.delivery import HANDOFF, LEASE, Deliverer
 from detection.state.outbox import redeliver
 from detection.state.store import AlertStore, Ref
 from detection.state.tables import StorageUnavailable
@@ -295,6 +295,8 @@ def test_the_outbox_finishes_an_alert_whose_instance_died_before_deciding(env: E
                       windows=(), now=env.clock())
     _persist(env.store, plan.alerts[0], env.clock())  # stored, then the instance died
     assert env.alerts()["orphan"]["role"] == "undecided" and len(env.owed_rows()) == 1
+    assert redeliver(env.deliverer()).due == 0  # left to the instance for a moment
+    env.clock.now += HANDOFF
     report = redeliver(env.deliverer())
     assert report.notified == 2
     assert env.alerts()["orphan"]["status"] == "notified" and env.owed_rows() == []

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Longer than the slowest send (bounded retries and timeouts) to every destination of one alert.
 LEASE = timedelta(minutes=10)
+# How long the outbox leaves a just-stored deliverable to the instance storing it before taking over
+# (the instance normally finishes within seconds; if it died, the outbox finishes its work).
+HANDOFF = timedelta(minutes=2)
 
 
 @dataclass
@@ -218,7 +221,7 @@ class Deliverer:
         existing = self.store.get(ref)
         if existing is None:
             if entity.get("owed"):
-                self.store.mark_owed(ref, now, now)
+                self.store.mark_owed(ref, now + HANDOFF, now)
             created = self.store.create(entity)
             if created is not None:
                 return True, self.advance(created)
