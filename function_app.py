@@ -8,6 +8,7 @@ The failure path of a batch (retry policy, dead letter, re-raise) is described i
 from __future__ import annotations
 
 import os
+import typing
 
 import azure.functions as func
 
@@ -34,7 +35,8 @@ app = func.FunctionApp()
     minimum_interval=hosting.RETRY_MIN_INTERVAL,
     maximum_interval=hosting.RETRY_MAX_INTERVAL,
 )
-def detect(events: list[func.EventHubEvent], context: func.Context) -> None:
+# typing.List, not list[...]: the worker's binding check accepts only the typing form for "many".
+def detect(events: typing.List[func.EventHubEvent], context: func.Context) -> None:  # noqa: UP006
     RUNTIME.batch(events, context)
 
 

@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 import types
+import typing
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -99,6 +100,18 @@ def test_event_hub_binding_json_is_what_the_host_expects(app: types.ModuleType) 
     assert binding["dataType"].lower() == "binary"
     parameters = list(detect.get_user_function().__code__.co_varnames[:2])
     assert parameters == [binding["name"], "context"]
+
+
+def test_parameter_types_pass_the_workers_binding_checks(app: types.ModuleType) -> None:
+    # The worker refuses to load a function whose annotation its converter does not accept
+    # (a list[...] annotation is refused for cardinality many; typing.List is accepted).
+    registered = functions(app)
+    converters = {"eventHubTrigger": EventHubTriggerConverter, "timerTrigger": TimerRequestConverter}
+    for fn in registered.values():
+        binding = fn.get_trigger()
+        hints = typing.get_type_hints(fn.get_user_function())
+        converter = converters[binding.get_binding_name()]
+        assert converter.check_input_type_annotation(hints[binding.name]), fn.get_function_name()
 
 
 def _seconds(interval: str) -> int:
