@@ -49,19 +49,30 @@ def build_summary(
     for tenant, counters in sorted(period.items()):
         if tenant == PIPELINE_TENANT:
             continue
+        # Outcomes (alerts, deliveries) are counted per batch, not per tenant: they are in the totals.
         tenants.append({
             "tenant_id": tenant,
-            **{name: counters.count(name) for name in TOTALS},
+            "records": counters.count(RECORDS),
             "workloads": {name: seen.count for name, seen in sorted(counters.workloads.items())},
             "families": {name: seen.count for name, seen in sorted(counters.families.items())},
         })
     silent = [f.to_dict() for f in _sorted(silence.findings.values())]
     drifting = [f.to_dict() for f in _sorted(drift.findings.values())]
+    attention = []
+    if not overall.count(RECORDS):
+        attention.append("no records arrived in the period")
+    if silent:
+        attention.append(_plural(len(silent), "silent source"))
+    if drifting:
+        attention.append(_plural(len(drifting), "rule that may be blind", "rules that may be blind"))
+    if overall.count(DELIVERY_FAILED):
+        attention.append(_plural(overall.count(DELIVERY_FAILED), "delivery failure"))
     return {
         "generated_at": now.isoformat(),
         "period": {"from": first_day.isoformat(), "to": last_day.isoformat()},
         "thresholds": {"silence": describe(silence_threshold), "drift_window": describe(drift_window)},
-        "status": "attention" if silent or drifting or overall.count(DELIVERY_FAILED) else "ok",
+        "status": "attention" if attention else "ok",
+        "attention": attention,
         "totals": {**{name: overall.count(name) for name in TOTALS}, "skipped": skipped},
         "skipped": {name.removeprefix(SKIPPED + "."): n for name, n in sorted(overall.counts.items())
                     if name.startswith(SKIPPED + ".")},
@@ -76,7 +87,7 @@ def render_text(summary: Mapping[str, Any]) -> str:
     totals = summary["totals"]
     period = summary["period"]
     lines = [
-        f"health: {summary['status']}  (period {period['from']} .. {period['to']} UTC, "
+        f"health: {summary['status']}{_reasons(summary)}  (period {period['from']} .. {period['to']} UTC, "
         f"generated {summary['generated_at']})",
         "records {records}  alerts {alerts}  suppressed {suppressed}  excepted {excepted}  "
         "overflow {overflow}  delivered {delivered}  delivery failures {delivery_failed}  "
@@ -101,7 +112,7 @@ def heartbeat_notice(summary: Mapping[str, Any]) -> dict[str, Any]:
     period = summary["period"]
     span = period["from"] if period["from"] == period["to"] else f"{period['from']} .. {period['to']}"
     notice: dict[str, Any] = {
-        "title": f"Detection heartbeat for {span} (UTC): {summary['status']}",
+        "title": f"Detection heartbeat for {span} (UTC): {summary['status']}{_reasons(summary)}",
         "severity": "low",
         "Records": str(totals[RECORDS]),
         "Alerts": str(totals[ALERTS]),
@@ -123,15 +134,9 @@ def transition_notice(change: Transitions) -> dict[str, Any] | None:
     blind = [f for f in change.started if f.kind == DRIFT]
     recovered = [m for m in change.ended if m.kind == SILENCE]
     restored = [m for m in change.ended if m.kind == DRIFT]
-    parts = []
-    if silent:
-        parts.append(f"{len(silent)} source{'s' if len(silent) != 1 else ''} silent")
-    if blind:
-        parts.append(f"{len(blind)} rule{'s' if len(blind) != 1 else ''} may be blind")
-    if recovered:
-        parts.append(f"{len(recovered)} source{'s' if len(recovered) != 1 else ''} recovered")
-    if restored:
-        parts.append(f"{len(restored)} rule input{'s' if len(restored) != 1 else ''} seen again")
+    parts = [f"{_plural(len(items), noun)} {verb}" for items, noun, verb in (
+        (silent, "source", "silent"), (blind, "rule", "may be blind"), (recovered, "source", "recovered"),
+        (restored, "rule input", "seen again")) if items]
     notice: dict[str, Any] = {
         "title": "Detection health: " + ", ".join(parts),
         "severity": "medium" if silent or blind else "low",
@@ -156,6 +161,15 @@ def _add_findings(notice: dict[str, Any], findings: Sequence[Mapping[str, Any]])
         notice[f"{label} {i}"] = f"[{item['tenant_id']}] {item['message']}"
     if len(findings) > MAX_NOTICE_FINDINGS:
         notice["More findings"] = f"{len(findings) - MAX_NOTICE_FINDINGS} more not shown"
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _reasons(summary: Mapping[str, Any]) -> str:
+    reasons = summary.get("attention") or []
+    return f" ({'; '.join(reasons)})" if reasons else ""
 
 
 def _ended_text(mark: Mark) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from detection.health import (
     Counters,
+    Evaluation,
     Seen,
     Watch,
     check_drift,
@@ -358,3 +359,13 @@ def test_the_summary_counts_and_lists_findings():
     notice = heartbeat_notice(summary)
     assert notice["Alerts"] == "3" and notice["Delivery failures"] == "1"
     assert notice["Silent sources"] == "2"
+
+
+def test_a_day_without_any_record_needs_attention_even_without_findings():
+    empty = Evaluation({}, frozenset())
+    now = T0 + DAY
+    summary = build_summary({}, first_day=T0.date(), last_day=T0.date(), silence=empty, drift=empty, now=now,
+                            silence_threshold=DAY, drift_window=30 * DAY)
+    assert summary["status"] == "attention"
+    assert summary["attention"] == ["no records arrived in the period"]
+    assert heartbeat_notice(summary)["title"].endswith(": attention (no records arrived in the period)")
