@@ -11,7 +11,13 @@ import sys
 
 import orjson
 
-from detection.cli.common import add_rules_option, add_settings_option, load_ruleset, load_settings, run_command
+from detection.cli.common import (
+    add_rules_option,
+    add_settings_option,
+    load_ruleset,
+    load_settings,
+    run_command,
+)
 from detection.engine import detect
 from detection.rules import Rule
 from detection.settings import Settings
