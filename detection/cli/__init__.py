@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 # Module names under detection.cli, in the order `--help` lists them.
 COMMANDS = [
+    "demo",
     "scan",
     "rules",
     "replay",

@@ -108,7 +108,9 @@ def content_for(message: Message, guides: Mapping[str, GuideLike] | None = None)
 
 def alert_content(message: AlertMessage, guides: Mapping[str, GuideLike] | None = None) -> Content:
     alert = message.alert
-    guide = (guides or {}).get(alert.rule_id) or DEFAULT_GUIDE
+    # The steps stored with the alert win: a redelivery renders what the rule said when it fired.
+    guide: GuideLike = alert if (alert.investigation or alert.response) else (
+        (guides or {}).get(alert.rule_id) or DEFAULT_GUIDE)
     facts = [
         Fact("Risk score", _value(alert.risk_score)),
         Fact("Changed by", _value(alert.user_id)),
@@ -119,7 +121,8 @@ def alert_content(message: AlertMessage, guides: Mapping[str, GuideLike] | None 
     setting = get_field(alert.ecs, "o365.audit.Name") if isinstance(alert.ecs, dict) else None
     if isinstance(setting, str) and setting:
         facts.append(Fact("Setting", _value(setting)))
-    facts.append(Fact("Change", f"{_value(alert.old_value)} → {_value(alert.new_value)}"))
+    if alert.old_value is not None or alert.new_value is not None:
+        facts.append(Fact("Change", f"{_value(alert.old_value)} → {_value(alert.new_value)}"))
     mitre = _mitre(alert)
     if mitre:
         facts.append(Fact("MITRE ATT&CK", mitre))
