@@ -40,6 +40,18 @@ def iter_bodies(paths: Sequence[str], *, split_lines: bool | None = None) -> Ite
             yield data
 
 
+def batches(bodies: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    """Bodies grouped the way the trigger delivers them, so long inputs run in bounded memory."""
+    batch: list[bytes] = []
+    for body in bodies:
+        batch.append(body)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def count_bodies(paths: Sequence[str]) -> int | None:
     """How many bodies `iter_bodies` will yield, for progress bars; None when it cannot know cheaply."""
     total = 0

@@ -10,7 +10,6 @@ console notifications (no webhook configured) go to stderr so stdout stays machi
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 
 from detection.cli.common import (
     CommandError,
@@ -20,7 +19,7 @@ from detection.cli.common import (
     warn,
     write_json_line,
 )
-from detection.cli.inputs import count_bodies, iter_bodies
+from detection.cli.inputs import batches, count_bodies, iter_bodies
 from detection.cli.progress import Progress
 from detection.cli.statecommon import STORAGE_FAILURE, open_pipeline, storage_guard
 from detection.handler import BatchReport
@@ -45,17 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=lambda args: run_command(storage_guard(run), args))
 
 
-def _batches(bodies: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for body in bodies:
-        batch.append(body)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CommandError("--batch-size must be at least 1")
@@ -63,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress("replay", count_bodies(args.paths), enabled=True if args.progress else None)
     total = BatchReport()
     try:
-        for batch in _batches(iter_bodies(args.paths), args.batch_size):
+        for batch in batches(iter_bodies(args.paths), args.batch_size):
             total.add(pipeline.handle(batch))
             progress.update(total.bodies, f"{total.new} new alerts")
         progress.update(total.bodies, f"{total.new} new alerts", force=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Iterator
 
 import orjson
 
@@ -23,7 +22,7 @@ from detection.cli.common import (
     warn,
     write_json_line,
 )
-from detection.cli.inputs import iter_bodies
+from detection.cli.inputs import batches, iter_bodies
 from detection.ecs import to_ecs
 from detection.engine import detect
 from detection.kql import KqlSyntaxError, compile_query
@@ -67,24 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     match.set_defaults(func=lambda args: run_command(run_match, args))
 
 
-def _chunks(bodies: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
-    for body in bodies:
-        chunk.append(body)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def run_scan(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     rules = load_ruleset(settings, args).rules
     seen: set[str] = set()
     totals: Counter[str] = Counter()
     offset = 0
-    for chunk in _chunks(iter_bodies(args.paths), SCAN_CHUNK):
+    for chunk in batches(iter_bodies(args.paths), SCAN_CHUNK):
         result = detect(chunk, rules, settings, prefilter=False if args.no_prefilter else None)
         for skip in result.stats.skip_list:
             warn(f"skipped body {skip.body_index + offset}: {skip.reason}: {skip.detail}")
