@@ -20,7 +20,7 @@ from typing import Any
 
 from detection.alerts import Alert
 from detection.engine import detect
-from detection.health.routine import count_batch
+from detection.health.routine import count_batch, count_outbox
 from detection.notify.base import Destination, OverflowMessage, destinations_from_settings, system_clock
 from detection.rules import RuleSet, load_rules
 from detection.rules.loader import Rule
@@ -204,7 +204,9 @@ class Pipeline:
         return Deliverer(self.store, self.destinations, clock=self.clock, max_age=self.policy.max_age)
 
     def redeliver(self, *, limit: int = 500) -> OutboxReport:
-        return redeliver(self.deliverer(), limit=limit)
+        report = redeliver(self.deliverer(), limit=limit)
+        count_outbox(report, settings=self.settings, clock=self.clock)
+        return report
 
     def cleanup(self, *, limit: int = 1000) -> dict[str, int]:
         return self.store.cleanup(self.clock(), limit=limit)

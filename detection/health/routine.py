@@ -121,6 +121,22 @@ def count_batch(bodies: Sequence[bytes], *, settings: Settings, clock: Clock, ru
                         rules=getattr(rules, "rules", rules), report=report)
 
 
+def count_outbox(report: Any, *, settings: Settings, clock: Clock) -> int:
+    """The redelivery timer's deliveries and final failures, so the heartbeat's totals include what was
+    delivered or given up on after its batch; never raising, like `count_batch`."""
+    outcomes = Counters(PIPELINE_TENANT, {
+        names.DELIVERED: int(getattr(report, "notified", 0) or 0),
+        names.DELIVERY_FAILED: int(getattr(report, "failures", 0) or 0),
+    })
+    if outcomes.is_empty:
+        return 0
+    try:
+        return shared_store(settings).add({PIPELINE_TENANT: outcomes}, clock())
+    except (SettingsError, StorageError) as exc:
+        log.warning("health counters of this redelivery run not stored: %s", exc)
+        return 0
+
+
 @dataclass(frozen=True)
 class Checks:
     silence: Evaluation

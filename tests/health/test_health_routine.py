@@ -219,3 +219,22 @@ def test_the_batch_handler_counts_every_batch_once_per_tenant(state_settings_env
     assert totals.count("alerts") == 1 and totals.count("delivered") == 1
     assert totals.count("skipped.invalid_json") == 1
     pipeline.close()
+
+
+def test_deliveries_made_by_the_redelivery_timer_are_counted(state_settings_env):
+    clock = Clock(T0)
+    with HTTPServer(host="127.0.0.1", port=0) as teams:
+        settings = Settings.from_env({**state_settings_env, "TEAMS_WEBHOOK_URL": teams.url_for("/teams")})
+        destinations = destinations_from_settings(settings, clock=clock, sleep=lambda s: None)
+        pipeline = build_pipeline(settings, clock=clock, destinations=destinations)
+        teams.expect_request("/teams").respond_with_data("busy", status=503)
+        seed = next(t.record for r in RULES if r.rule_id == SEED for t in r.tests if t.expect_alert)
+        report = pipeline.handle([orjson.dumps(dict(seed, OrganizationId=TENANT))])
+        assert report.alerts == 1 and report.notified == 0
+        teams.clear()
+        teams.expect_request("/teams").respond_with_data("", status=202)
+        clock.now = T0 + timedelta(minutes=10)
+        assert pipeline.redeliver().notified == 1
+        totals = HealthStore.open(settings).days(T0.date(), T0.date())["_pipeline"]
+        assert totals.count("delivered") == 1
+        pipeline.close()
