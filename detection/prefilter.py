@@ -59,6 +59,7 @@ MAX_CLAUSE_ATOMS = 64  # an `or` wider than this checks so many literals it is c
 _NUMERIC_CHARS = frozenset("0123456789+-.eE")
 _KEYWORDS = frozenset({"true", "false", "null"})
 _MISSING = object()
+_SLASH_ESCAPES = re.compile(rb"\\+/")
 
 
 class Source(Protocol):
@@ -275,9 +276,11 @@ class Prefilter:
         return self.may_hide_literals(data)
 
     def _unslash(self, data: bytes) -> bytes:
-        """The body with the backslash of every `\\/` removed. That leaves each literal's plain
-        occurrences intact (no literal holds a backslash) and makes the `\\/`-spelled ones plain."""
-        return data.replace(b"\\/", b"/") if self.find(data, b"\\/") >= 0 else data
+        """The body with every run of backslashes before a `/` removed. That leaves each literal's
+        plain occurrences intact (no literal holds a backslash) and makes the escaped ones plain: `\\/`,
+        and also `\\\\/` or `\\\\\\/`, which is how an escaped slash of the JSON text inside a Defender
+        RawEventData string reads one level up."""
+        return _SLASH_ESCAPES.sub(b"/", data) if self.find(data, b"\\/") >= 0 else data
 
     def may_hide_literals(self, data: bytes) -> bool:
         """True when a `\\u00XX` escape in the body could spell a character of some literal."""

@@ -286,6 +286,10 @@ def test_escaped_slashes(find):
     # Only some slashes escaped, and an escaped backslash right before a slash.
     assert pf.body_may_match(b'{"A": "PUT \\/Skype.Policy\\/configurations/TeamsAppSetupPolicy"}')
     assert pf.body_may_match(b'{"A": "x\\\\/configurations\\/TeamsAppSetupPolicy"}')
+    # JSON text inside a RawEventData string that escapes its slashes: the outer level writes the
+    # inner `\/` as `\\/` (or `\\\/` when it escapes slashes too).
+    assert pf.body_may_match(b'{"R": "{\\"A\\": \\"PUT \\\\/configurations\\\\/TeamsAppSetupPolicy\\"}"}')
+    assert pf.body_may_match(b'{"R": "{\\"A\\": \\"PUT \\\\\\/configurations\\\\\\/TeamsAppSetupPolicy\\"}"}')
     assert not pf.body_may_match(b'{"AdminActionDetail": "PUT \\/Skype.Policy\\/configurations\\/Other"}')
 
 
@@ -362,6 +366,8 @@ VARIANTS = {
     "defender-string": lambda raw: orjson.dumps({"records": [_defender(raw, as_string=True)]}),
     "all-escaped": lambda raw: _ascii_escaped([raw]),
     "slashes-escaped": lambda raw: json.dumps({"records": [raw]}).replace("/", "\\/").encode(),
+    "slashes-escaped-in-string": lambda raw: orjson.dumps({"records": [
+        {"properties": {"RawEventData": json.dumps(raw).replace("/", "\\/")}}]}),
     "escaped-in-string": lambda raw: orjson.dumps(_defender(raw, as_string=True)).replace(
         b"Teams", b"\\\\u0054eams"),
     "ndjson-bad-line": lambda raw: b"\n".join([b'{"broken', orjson.dumps(raw), b"[1"]),
