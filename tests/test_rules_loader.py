@@ -128,6 +128,9 @@ def test_lucene_queries_are_skipped(tmp_path):
     (('rule_id = "11111111-2222-4333-8444-555555555555"\n', ''), "rule.rule_id is required"),
     (('event.outcome:success\n"""', 'event.outcome:(success\n"""'), "rule.query is not valid KQL"),
     (('name = "Inbox', 'name = "Inbox\n'), "not valid TOML"),
+    (('type = "query"\n', ''), "rule.type is required"),
+    (('type = "query"', 'type = ["query"]'), "rule.type must be a string, got list"),
+    (('language = "kuery"', 'language = ["kuery"]'), "rule.language must be a string, got list"),
 ])
 def test_invalid_files_fail_with_the_file_and_the_reason(tmp_path, change, message):
     path = write(tmp_path, "bad.toml", ELASTIC_STYLE.replace(*change))

@@ -204,10 +204,12 @@ def parse_suppression(table: dict[str, Any], where: str) -> Suppression:
 
 
 def _skip_reason(rule: dict[str, Any], metadata: dict[str, Any]) -> str | None:
-    rule_type = rule.get("type")
+    """Why a well-formed rule is not run, or None. Type and language are checked for being text first:
+    a typo there is a broken file, not a rule of another kind."""
+    rule_type = _require(rule, "type", str, "rule")
     if rule_type not in RUNNABLE_TYPES:
         return f"rule type {rule_type!r} is not run by this engine (only query rules in kuery are)"
-    language = rule.get("language", "kuery")
+    language = _optional(rule, "language", str, "rule", "kuery")
     if language not in RUNNABLE_LANGUAGES:
         return f"query language {language!r} is not run by this engine (only kuery is)"
     if metadata.get("maturity") == "deprecated":
