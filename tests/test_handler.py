@@ -194,6 +194,24 @@ def test_alerts_beyond_max_signals_are_stored_and_summarised_once(env: Env) -> N
     assert len(env.teams.of_type(OverflowMessage)) == 1
 
 
+def test_overflow_inside_a_maintenance_window_is_muted_not_summarised(
+        state_settings_env: dict[str, str]) -> None:
+    env = Env(state_settings_env, MAINTENANCE_WINDOWS="2026-11-30T14:05Z/2026-11-30T15:00Z")
+    rules = [seed_rule(max_signals=3)]
+    report = env.run(body(users(8)), rules=rules)  # rec-0..2 within max_signals, rec-3..7 past it
+    assert (report.new, report.overflow, report.muted) == (8, 2, 3)
+    assert sorted(env.alerts(status="overflow")) == ["rec-3", "rec-4"]
+    assert sorted(env.alerts(status="muted")) == ["rec-5", "rec-6", "rec-7"]
+    for destination in env.destinations:
+        assert [m.count for m in destination.of_type(OverflowMessage)] == [2]
+    # A planned bulk change wholly inside the window notifies nothing at all.
+    bulk = [record(f"bulk-{i}", user=f"bulk{i}@contoso.onmicrosoft.com", at=T0 + timedelta(minutes=5 + i))
+            for i in range(8)]
+    quiet = env.run(body(bulk), rules=rules)
+    assert (quiet.muted, quiet.overflow, quiet.notified) == (8, 0, 0)
+    assert len(env.teams.sent) == len(env.slack.sent) == 3 + 1  # only the first batch's
+
+
 def test_overlapping_batches_never_summarise_an_overflow_alert_twice(env: Env) -> None:
     rules = [seed_rule(max_signals=1)]
     records = users(6)

@@ -271,7 +271,11 @@ def plan_batch(
 ) -> BatchPlan:
     """Excepted alerts are stored as excepted, alerts in a maintenance window as muted, alerts past a
     rule's max_signals as overflow (one notice per rule and tenant of the batch); the rest are new and
-    carry their suppression window."""
+    carry their suppression window.
+
+    Maintenance is checked before overflow: a planned bulk change matches far more records than
+    max_signals, and its overflow summary would notify exactly the work the window was set to silence.
+    """
     planned: list[Planned] = []
     for alert in excepted:
         planned.append(Planned(alert, "excepted", event_instant(alert, now)))
@@ -284,6 +288,10 @@ def plan_batch(
         planned.append(Planned(alert, "new", when, group))
     by_rule: dict[tuple[str, str], list[Alert]] = {}
     for alert in overflow:
+        when = event_instant(alert, now)
+        if in_maintenance(windows, when):
+            planned.append(Planned(alert, "muted", when))
+            continue
         by_rule.setdefault((alert.rule_id, alert.tenant_id), []).append(alert)
     plans: list[OverflowPlan] = []
     for (rule_id, tenant_id), members in by_rule.items():
