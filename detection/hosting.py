@@ -26,11 +26,13 @@ from typing import Any
 
 import orjson
 
-from detection.deadletter import BatchOrigin, DeadLetterStore, write_best_effort
+from detection.deadletter import BatchOrigin, DeadLetterStore, resolve_location, write_best_effort
 from detection.handler import BatchReport, Pipeline, build_pipeline
 from detection.notify.base import system_clock
 from detection.settings import Settings, SettingsError
+from detection.state.keys import check_table_name
 from detection.state.lifecycle import validate_settings
+from detection.state.tables import resolve_connection
 
 log = logging.getLogger("detection.function")
 
@@ -51,6 +53,11 @@ def check_settings(env: Mapping[str, str]) -> Settings:
 
     An unresolved Key Vault reference reaches the app as its literal text; naming it as such saves
     chasing a misleading "not an https URL".
+
+    Where the alert tables, the health table and the dead letters live is checked here too, though
+    they are only opened on the first batch: a missing or malformed location found then would fail
+    every batch through all its retries and past the checkpoint, instead of stopping the app before
+    it reads anything.
     """
     for name, value in env.items():
         if isinstance(value, str) and value.strip().startswith(KEY_VAULT_REFERENCE):
@@ -60,6 +67,9 @@ def check_settings(env: Mapping[str, str]) -> Settings:
                 "(the portal shows the reason next to the app setting)")
     settings = Settings.from_env(env)
     validate_settings(settings)
+    resolve_connection(settings)
+    check_table_name("HEALTH_TABLE", settings.health_table)
+    resolve_location(settings)
     return settings
 
 

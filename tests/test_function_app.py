@@ -44,7 +44,7 @@ LAST_TRY = {"retry_count": 5, "max_retry_count": 5}
 APP_SETTINGS = ("ALERTS_STORAGE_CONNECTION", "ALERTS_STORAGE_ENDPOINT", "AzureWebJobsStorage",
                 "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__tableServiceUri",
                 "AzureWebJobsStorage__accountName", "TEAMS_WEBHOOK_URL", "SLACK_WEBHOOK_URL", "WEBHOOK_URL",
-                "WEBHOOK_SECRET", "RETENTION_DAYS", "DEADLETTER_CONTAINER")
+                "WEBHOOK_SECRET", "RETENTION_DAYS", "DEADLETTER_CONTAINER", "HEALTH_TABLE")
 
 
 def load_app(monkeypatch: pytest.MonkeyPatch, **env: str) -> types.ModuleType:
@@ -167,10 +167,30 @@ def test_a_state_setting_is_validated_at_start_up_too(monkeypatch: pytest.Monkey
 
 
 def test_start_up_needs_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Nothing listens on this port: importing must not try it (that happens on the first batch,
+    # Nothing listens on these ports: importing must not try them (that happens on the first batch,
     # where a failure is retried like any other instead of killing the worker).
-    module = load_app(monkeypatch, ALERTS_STORAGE_CONNECTION=connection_string(free_port()))
+    blob = f"AccountName=devstoreaccount1;BlobEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1"
+    module = load_app(monkeypatch, ALERTS_STORAGE_CONNECTION=connection_string(free_port()),
+                      AzureWebJobsStorage=blob)
     assert module.RUNTIME.settings.alerts_storage_connection
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({}, "ALERTS_STORAGE_ENDPOINT"),  # nowhere to keep alert state
+    ({"ALERTS_STORAGE_ENDPOINT": "http://st.table.core.windows.net"}, "setting ALERTS_STORAGE_ENDPOINT"),
+    ({"AzureWebJobsStorage__accountName": "Not-An-Account"}, "setting AzureWebJobsStorage__accountName"),
+    # A table-only connection string and no host storage: nowhere to write dead letters.
+    ({"ALERTS_STORAGE_CONNECTION": connection_string(1)}, "AzureWebJobsStorage__blobServiceUri"),
+    ({"ALERTS_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "HEALTH_TABLE": "health-table"},
+     "setting HEALTH_TABLE"),
+], ids=["no-alert-state", "plain-http-endpoint", "bad-account-name", "no-dead-letter-container",
+        "bad-health-table"])
+def test_where_state_and_dead_letters_live_is_checked_at_start_up(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str) -> None:
+    # Found only on the first batch, such a setting would fail every batch through all its retries
+    # and let the host checkpoint past them; at start-up it stops the app before anything is read.
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        load_app(monkeypatch, EVENTHUB_NAME="m365-audit", **env)
 
 
 # ---- batches as the worker hands them over ----
