@@ -68,6 +68,20 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+# Deeper documents could exhaust the stack of the recursive ECS mapping and predicates, and an alert
+# (which wraps the record a few levels down) could no longer be written as JSON (orjson stops at 255).
+MAX_NESTING = 128
+
+
+def _nesting_depth(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_NESTING:
+        raise ValueError(f"must be at most {MAX_NESTING}, since deeper documents could exhaust the stack "
+                         f"of the recursive mapping and query evaluation, or make alerts too deep to write "
+                         f"as JSON; got {value}")
+    return value
+
+
 def _positive_float(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -191,7 +205,7 @@ class Settings:
         "Largest body accepted, after gzip decompression; larger ones are skipped as too_large.",
         group="Detection")
     max_depth: int = setting(
-        "MAX_DEPTH", _positive_int, "64",
+        "MAX_DEPTH", _nesting_depth, "64",
         "Deepest JSON nesting accepted in a body; deeper ones are skipped as too_deep.",
         group="Detection")
     max_records_per_body: int = setting(

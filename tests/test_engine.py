@@ -211,3 +211,22 @@ def test_an_invalid_global_exception_query_fails_when_settings_are_read():
 
     with pytest.raises(SettingsError, match=r"EXCEPTIONS_KQL.*line 1, column"):
         Settings.from_env({"EXCEPTIONS_KQL": "user.id:(x"})
+
+
+def test_the_deepest_nesting_the_depth_setting_accepts_still_maps_and_alerts(seed_rules, prefilter):
+    """The mapping and the predicates recurse once per level and an alert wraps its record a few levels
+    down: the setting's ceiling keeps every record it lets through within the stack and within what
+    JSON output accepts, and a higher value fails when settings are read."""
+    from detection.settings import MAX_NESTING, SettingsError
+
+    with pytest.raises(SettingsError, match="MAX_DEPTH"):
+        Settings.from_env({"MAX_DEPTH": str(MAX_NESTING + 1)})
+    settings = Settings.from_env({"MAX_DEPTH": str(MAX_NESTING)})
+    deep: object = "leaf"
+    for _ in range(MAX_NESTING - 1):  # the record itself is one level
+        deep = {"x": deep}
+    raw = record(1, Deep=deep)
+    result = detect([orjson.dumps(raw)], seed_rules, settings, prefilter=prefilter)
+    assert [a.record_id for a in result.alerts] == ["rec-1"]
+    assert not result.stats.skips
+    assert orjson.loads(orjson.dumps(result.alerts[0].to_dict()))["raw"]["Deep"] == deep
