@@ -217,7 +217,9 @@ class Destination(ABC):
 
 
 class _Pacer:
-    """At most one request per `interval` seconds, shared by all threads using one destination."""
+    """At most one request per `interval` seconds, shared by all threads using one destination, and
+    none while a pause the destination asked for (Retry-After) lasts: the pause is about the webhook,
+    not the one message that got it, so the next alert of a burst must respect it too."""
 
     def __init__(self, interval: float, clock: Clock, sleep: Sleep) -> None:
         self.interval = interval
@@ -225,6 +227,20 @@ class _Pacer:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot: datetime | None = None
+        self._held_until: datetime | None = None
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            until = self._clock() + timedelta(seconds=seconds)
+            if self._held_until is None or until > self._held_until:
+                self._held_until = until
+
+    def held_for(self) -> float:
+        """Seconds left of the pause the destination asked for; 0 when there is none."""
+        with self._lock:
+            if self._held_until is None:
+                return 0.0
+            return max(0.0, (self._held_until - self._clock()).total_seconds())
 
     def wait(self) -> float:
         if self.interval <= 0:
@@ -304,9 +320,20 @@ class HttpDestination(Destination):
             log.exception("%s: could not build the message for %s", self.name, self.host)
             return Outcome("failed", None, f"could not build the message: {type(exc).__name__}")
         outcome = Outcome("retry", None, "not attempted")
+        made = 0
         for attempt in range(1, self.max_attempts + 1):
+            held = self._pacer.held_for()
+            if held > MAX_INLINE_WAIT:
+                outcome = Outcome("retry", None, f"{self.host} asked for a pause (Retry-After), "
+                                                 f"{held:.0f}s left: not sent", held)
+                break  # the outbox comes back after the pause
+            if held > 0:
+                self._sleep(held)
             self._pacer.wait()
             outcome = self._attempt(request)
+            made = attempt
+            if outcome.retry_after is not None:
+                self._pacer.hold(outcome.retry_after)
             if outcome.status != "retry":
                 break
             if attempt == self.max_attempts:
@@ -319,9 +346,11 @@ class HttpDestination(Destination):
             self._sleep(delay)
         if outcome.status == "failed":
             log.warning("%s: permanent delivery failure to %s: %s", self.name, self.host, outcome.error)
-        elif outcome.status == "retry":
+        elif outcome.status == "retry" and made:
             log.warning("%s: delivery to %s still failing after %d attempts: %s",
-                        self.name, self.host, self.max_attempts, outcome.error)
+                        self.name, self.host, made, outcome.error)
+        elif outcome.status == "retry":
+            log.info("%s: %s", self.name, outcome.error)
         return outcome
 
     def close(self) -> None:

@@ -175,6 +175,22 @@ def test_429_with_a_long_retry_after_is_left_to_the_outbox(server, fake_time):
     assert next_attempt_delay(1, retry_after=outcome.retry_after) == timedelta(seconds=120)
 
 
+def test_retry_after_holds_back_the_next_messages_to_that_destination(server, fake_time):
+    expect(server).respond_with_data("", status=429, headers={"Retry-After": "120"})
+    expect(server).respond_with_data("ok", status=200)
+    destination = slack(server, fake_time)
+    assert destination.send(AlertMessage(make_alert())).status == "retry"
+    fake_time.now += timedelta(seconds=30)
+    held = destination.send(AlertMessage(make_alert()))  # the next alert of the burst
+    assert (held.status, held.http_status, held.retry_after) == ("retry", None, 90.0)
+    assert "Retry-After" in held.error and "127.0.0.1" in held.error
+    assert len(server.log) == 1  # not sent into the pause
+    fake_time.now += timedelta(seconds=85)
+    assert destination.send(AlertMessage(make_alert())).status == "delivered"
+    assert fake_time.sleeps == [5.0]  # the last seconds of the pause are waited out in the call
+    assert len(server.log) == 2
+
+
 def test_429_is_really_waited_for_without_an_injected_sleep(server):
     expect(server).respond_with_data("", status=429, headers={"Retry-After": "1"})
     expect(server).respond_with_data("", status=202)
