@@ -162,6 +162,48 @@ def _json_object(raw: str) -> dict[str, Any]:
     return value
 
 
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+           "october", "november", "december")
+_DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+# (field, lowest, highest, names) in NCRONTAB order; the seconds field is optional, as for the host.
+_CRON_FIELDS = (("second", 0, 59, ()), ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()),
+                ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _DAYS))
+
+
+def _ncrontab(raw: str) -> str:
+    """A timer schedule. The host reads it from the app setting when it indexes the functions and
+    rejects a bad one without naming the setting, so it is checked here like every other value."""
+    fields = raw.split()
+    if len(fields) not in (5, 6):
+        raise ValueError("expected an NCRONTAB schedule of six fields (second minute hour day month "
+                         f"day-of-week), e.g. '0 */5 * * * *'; got {raw!r}")
+    for text, spec in zip(fields, _CRON_FIELDS[6 - len(fields):], strict=True):
+        for item in text.split(","):
+            _cron_item(item, *spec)
+    return raw.strip()
+
+
+def _cron_item(item: str, field_name: str, low: int, high: int, names: tuple[str, ...]) -> None:
+    base, slash, step = item.partition("/")
+    ok = not slash or (step.isdigit() and int(step) > 0)
+    if base != "*":
+        bounds = base.split("-", 1)
+        ok = ok and all(low <= _cron_value(bound, low, names) <= high for bound in bounds)
+    if not ok:
+        raise ValueError(f"{field_name} field {item!r}: expected *, a value {low}-{high}"
+                         f"{' or a name' if names else ''}, a range a-b, or any of them with /step")
+
+
+def _cron_value(text: str, low: int, names: tuple[str, ...]) -> int:
+    if text.isdigit():
+        return int(text)
+    if len(text) >= 3:
+        for index, name in enumerate(names):
+            if name.startswith(text.lower()):
+                return low + index
+    return -1
+
+
 # ---- the declarations ----
 
 def setting(
@@ -312,7 +354,7 @@ class Settings:
         "Consumer group of the trigger (bound by the host).",
         group="Function app", infra=True)
     redeliver_schedule: str = setting(
-        "REDELIVER_SCHEDULE", _text, "0 */5 * * * *",
+        "REDELIVER_SCHEDULE", _ncrontab, "0 */5 * * * *",
         "NCRONTAB schedule of the redelivery timer (bound by the host, so it must be set).",
         group="Function app", infra=True)
     deadletter_container: str = setting(
@@ -340,7 +382,7 @@ class Settings:
         "Post a daily health summary to every configured destination.",
         group="Health")
     health_schedule: str = setting(
-        "HEALTH_SCHEDULE", _text, "0 */15 * * * *",
+        "HEALTH_SCHEDULE", _ncrontab, "0 */15 * * * *",
         "NCRONTAB schedule of the health timer: silence and drift checks, their notices, the heartbeat.",
         group="Health")
 

@@ -29,6 +29,7 @@ from azure.functions.eventhub import EventHubTriggerConverter
 from azure.functions.timer import TimerRequestConverter
 from azure.storage.blob import BlobServiceClient
 
+from detection import hosting
 from detection.deadletter import DeadLetterStore
 from detection.devserver import connection_string, free_port
 from detection.settings import SettingsError
@@ -39,12 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "management-activity-general.json"
 LOGGER = "detection.function"
 LAST_TRY = {"retry_count": 5, "max_retry_count": 5}
+# Settings that pass start-up and need no running service (nothing is opened before the first batch).
+NO_SERVICE = {"EVENTHUB_NAME": "m365-audit", "ALERTS_STORAGE_CONNECTION": "UseDevelopmentStorage=true"}
 
 # Settings the app reads; cleared before each load so the developer's environment cannot leak in.
 APP_SETTINGS = ("ALERTS_STORAGE_CONNECTION", "ALERTS_STORAGE_ENDPOINT", "AzureWebJobsStorage",
                 "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__tableServiceUri",
                 "AzureWebJobsStorage__accountName", "TEAMS_WEBHOOK_URL", "SLACK_WEBHOOK_URL", "WEBHOOK_URL",
-                "WEBHOOK_SECRET", "RETENTION_DAYS", "DEADLETTER_CONTAINER", "HEALTH_TABLE")
+                "WEBHOOK_SECRET", "RETENTION_DAYS", "DEADLETTER_CONTAINER", "HEALTH_TABLE",
+                "REDELIVER_SCHEDULE", "HEALTH_SCHEDULE")
 
 
 def load_app(monkeypatch: pytest.MonkeyPatch, **env: str) -> types.ModuleType:
@@ -64,8 +68,7 @@ def load_app(monkeypatch: pytest.MonkeyPatch, **env: str) -> types.ModuleType:
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """The app with settings that need no service (the pipeline is only built on first use)."""
-    return load_app(monkeypatch, EVENTHUB_NAME="m365-audit",
-                    ALERTS_STORAGE_CONNECTION="UseDevelopmentStorage=true")
+    return load_app(monkeypatch, **NO_SERVICE)
 
 
 def functions(module: types.ModuleType) -> dict[str, Any]:
@@ -164,6 +167,30 @@ def test_an_unresolved_key_vault_reference_is_named_as_such(monkeypatch: pytest.
 def test_a_state_setting_is_validated_at_start_up_too(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError, match="DELIVERY_MAX_AGE"):
         load_app(monkeypatch, DELIVERY_MAX_AGE="40d")
+
+
+@pytest.mark.parametrize("setting", ["REDELIVER_SCHEDULE", "HEALTH_SCHEDULE"])
+@pytest.mark.parametrize(("schedule", "problem"), [
+    ("every 5 minutes", "six fields"),
+    ("00:05:00", "six fields"),  # a TimeSpan: App Service plans only, not Flex Consumption
+    ("0 */0 * * * *", "minute field '*/0'"),
+    ("0 0 24 * * *", "hour field '24'"),
+    ("0 0 9 * * Mo", "day-of-week field 'Mo'"),
+])
+def test_a_bad_timer_schedule_stops_start_up_with_its_name(
+        monkeypatch: pytest.MonkeyPatch, setting: str, schedule: str, problem: str) -> None:
+    # The host would refuse to index the timer with a message that names neither setting nor field.
+    with pytest.raises(SettingsError, match=f"setting {setting}: .*{re.escape(problem)}"):
+        load_app(monkeypatch, **NO_SERVICE, **{setting: schedule})
+
+
+@pytest.mark.parametrize("schedule", [
+    "0 */5 * * * *", "*/5 * * * *", "0 30 9 * * 1-5", "0 0 9 * Jan Mon", "0 0,30 8-18/2 1 jan-mar sun-sat",
+    "5/15 * * * * *", hosting.CLEANUP_SCHEDULE])
+def test_the_schedules_the_host_accepts_pass_the_start_up_check(
+        monkeypatch: pytest.MonkeyPatch, schedule: str) -> None:
+    module = load_app(monkeypatch, **NO_SERVICE, REDELIVER_SCHEDULE=schedule, HEALTH_SCHEDULE=schedule)
+    assert module.RUNTIME.settings.redeliver_schedule == module.RUNTIME.settings.health_schedule == schedule
 
 
 def test_start_up_needs_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
