@@ -86,6 +86,18 @@ def test_replaying_a_batch_ten_times_makes_one_alert_and_one_notification_each(e
     assert reports[0].to_dict()["records"] == 5 and reports[0].to_dict()["skips"] == {}
 
 
+def test_notifications_carry_the_rules_steps_as_stored_with_the_alert(env: Env) -> None:
+    env.run(body([record("steps-1")]))
+    guide = seed_rule().guide
+    assert guide.investigation and guide.response
+    for destination in env.destinations:
+        (sent,) = destination.of_type(AlertMessage)
+        assert (sent.alert.investigation, sent.alert.response) == (guide.investigation, guide.response)
+    # What the webhook receives and `alerts show` reads: the stored alert, steps included.
+    stored = codec.alert_from_entity(env.alerts()["steps-1"])
+    assert stored.to_dict()["investigation"] == list(guide.investigation)
+
+
 def test_the_same_record_in_overlapping_batches_is_one_alert(env: Env) -> None:
     records = users(6)
     env.run(body(records[:4]))

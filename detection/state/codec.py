@@ -26,6 +26,11 @@ TRUNCATION_MARK = "…[truncated {} chars]"
 
 ALERT_FIELDS = ("rule_id", "rule_name", "severity", "record_id", "event_time", "tenant_id", "user_id",
                 "source_ip", "old_value", "new_value")
+# The rule's investigation and response steps travel with the alert (a redelivery days later renders
+# what the rule said when it fired); rule files are ours, but bound them like everything else.
+STEP_FIELDS = ("investigation", "response")
+MAX_STEPS = 16
+STEP_UNITS = 1000
 
 
 def utf16_units(text: str) -> int:
@@ -133,6 +138,8 @@ def alert_properties(alert: Alert) -> dict[str, Any]:
     props["alert_id"] = alert.alert_id
     props["risk_score"] = int(alert.risk_score)
     props["threat"] = clip(_dumps(list(alert.threat)), CHUNK_UNITS)
+    for name in STEP_FIELDS:
+        props[name] = _dumps([clip(str(step), STEP_UNITS) for step in getattr(alert, name)[:MAX_STEPS]])
     put_document(props, "raw", alert.raw)
     put_document(props, "ecs", alert.ecs)
     return props
@@ -160,7 +167,14 @@ def alert_from_entity(entity: dict[str, Any]) -> Alert:
         new_value=entity.get("new_value"),
         ecs=get_document(entity, "ecs"),
         raw=get_document(entity, "raw"),
+        investigation=_steps(entity.get("investigation")),
+        response=_steps(entity.get("response")),
     )
+
+
+def _steps(text: Any) -> tuple[str, ...]:
+    steps = loads(text, [])
+    return tuple(str(step) for step in steps) if isinstance(steps, list) else ()
 
 
 def dumps(value: Any) -> str:

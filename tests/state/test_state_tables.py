@@ -129,6 +129,28 @@ def test_an_oversized_record_is_truncated_with_a_marker_not_refused(store: Alert
     assert back.ecs == alert.ecs
 
 
+def test_an_alert_round_trips_with_its_steps_and_every_field_at_its_largest_stays_bounded(
+        store: AlertStore) -> None:
+    import dataclasses
+
+    alert = dataclasses.replace(make_alert("steps-1"), investigation=("Ask the admin.", "Check sign-ins."),
+                                response=("Undo the change.",))
+    entity = store.alert_entity(alert, status="muted", when=T0, now=T0)
+    store.create(entity)
+    back = codec.alert_from_entity(store.get(store_ref(entity)).entity)  # type: ignore[union-attr]
+    assert back == alert
+    huge = "😀" * 100_000
+    worst = dataclasses.replace(
+        alert, **{name: huge for name in codec.ALERT_FIELDS}, threat=({"tactic": {"name": huge}},),
+        investigation=(huge,) * 50, response=(huge,) * 50,
+        raw={"Blob": huge * 5, "Many": list(range(200_000))}, ecs={"Blob": huge * 5})
+    entity = store.alert_entity(worst, status="muted", when=T0, now=T0)
+    assert codec.entity_size(entity) <= codec.MAX_ENTITY_BYTES
+    assert store.create(entity) is not None
+    back = codec.alert_from_entity(store.get(store_ref(entity)).entity)  # type: ignore[union-attr]
+    assert len(back.investigation) == codec.MAX_STEPS and "[truncated" in back.investigation[0]
+
+
 def test_a_document_with_a_long_field_keeps_its_shape() -> None:
     text, truncated = codec.bound_document({"Id": "x", "Huge": "b" * 500_000, "Small": "kept"}, 100_000)
     assert truncated and codec.utf16_units(text) <= 100_000
