@@ -23,7 +23,15 @@ from detection.alerts import Alert, build_alert
 from detection.ecs import to_ecs
 from detection.kql import compile_query
 from detection.prefilter import Prefilter
-from detection.sources import BodyError, Limits, Skip, decode_json, decompress, looks_complete
+from detection.sources import (
+    BodyError,
+    Limits,
+    Skip,
+    SourceRecord,
+    decode_json,
+    decompress,
+    looks_complete,
+)
 
 if TYPE_CHECKING:
     from detection.rules.loader import Rule
@@ -108,6 +116,15 @@ def prefilter_for(rules: Sequence[Rule]) -> Prefilter:
     return cached[1]
 
 
+def map_record(record: SourceRecord, index: int) -> dict[str, Any] | Skip:
+    """The record's ECS document, or the mapping_error skip it costs: a bug in the mapping for one odd
+    record must cost that record only, wherever records are mapped (the engine, `normalize`, `match`)."""
+    try:
+        return to_ecs(record.raw, record.event_time)
+    except Exception as exc:
+        return Skip(MAPPING_ERROR, f"{type(exc).__name__}: {exc}", index)
+
+
 class _Batch:
     """The mutable state of one `detect` call."""
 
@@ -146,10 +163,9 @@ class _Batch:
             rules = prefilter.rules_for(record.raw) if prefilter is not None else self.rules
             if not rules:
                 continue
-            try:
-                ecs = to_ecs(record.raw, record.event_time)
-            except Exception as exc:  # a mapping bug must cost one record, not the batch
-                stats.add_skips([Skip(MAPPING_ERROR, f"{type(exc).__name__}: {exc}", index)])
+            ecs = map_record(record, index)
+            if type(ecs) is Skip:
+                stats.add_skips([ecs])
                 continue
             stats.records_mapped += 1
             for rule in rules:

@@ -332,6 +332,26 @@ def _decode_lines(collector: _Collector, text: bytes, exc: orjson.JSONDecodeErro
         collector.skip(*_json_error(exc, text))
 
 
+def decode_document(data: bytes, limits: Limits) -> dict[str, Any]:
+    """One JSON object that is not a body (an ECS document of a one-per-line file, say), held to the
+    same size and depth limits as bodies so that nothing downstream meets a document it cannot walk.
+    A BOM and surrounding whitespace are allowed. Raises BodyError with one of SKIP_REASONS."""
+    if len(data) > limits.max_body_bytes:
+        raise BodyError(TOO_LARGE, f"{len(data)} bytes, more than the limit of {limits.max_body_bytes}")
+    text = data[3:] if data.startswith(UTF8_BOM) else data
+    if not text.strip():
+        raise BodyError(EMPTY, "nothing but whitespace")
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(*_json_error(exc, text)) from None
+    if type(doc) is not dict:
+        raise BodyError(NOT_A_RECORD, f"is a JSON {_type_name(doc)}, not an object")
+    if _depth_exceeds(doc, limits.max_depth):
+        raise BodyError(TOO_DEEP, f"nested deeper than {limits.max_depth} levels")
+    return doc
+
+
 def decode_body(
     body: bytes,
     limits: Limits,

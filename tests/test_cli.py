@@ -145,3 +145,63 @@ def test_a_bad_setting_names_itself():
 @pytest.mark.parametrize("command", ["scan", "normalize", "match", "rules", "settings"])
 def test_help_everywhere(command):
     assert run(command, "--help").returncode == 0
+
+
+def test_scan_prints_an_alert_once_even_when_its_record_recurs_in_a_later_chunk(tmp_path):
+    from detection.cli.scan import SCAN_CHUNK
+
+    stream = tmp_path / "stream.jsonl"
+    quiet = [json.dumps(dict(QUIET_RECORD, Id=f"quiet-{i}")) for i in range(SCAN_CHUNK + 10)]
+    stream.write_text("\n".join([json.dumps(SEED_RECORD), *quiet, json.dumps(SEED_RECORD)]) + "\n")
+    result = run("scan", str(stream))
+    assert result.returncode == 0, result.stderr
+    assert [a["record_id"] for a in lines(result.stdout)] == [SEED_RECORD["Id"]]
+    assert b"bodies" in result.stderr and b"1 alerts" in result.stderr
+
+
+def test_scan_numbers_skipped_bodies_across_chunks(tmp_path):
+    from detection.cli.scan import SCAN_CHUNK
+
+    stream = tmp_path / "stream.jsonl"
+    stream.write_text("\n".join([json.dumps(QUIET_RECORD)] * (SCAN_CHUNK + 2) + ["[5"]) + "\n")
+    result = run("scan", "--no-prefilter", str(stream))
+    assert f"skipped body {SCAN_CHUNK + 2}: invalid_json".encode() in result.stderr
+
+
+def test_match_on_ecs_lines_reports_what_it_cannot_use_by_file_and_line(tmp_path):
+    docs = tmp_path / "docs.log"
+    wanted = b'{"event":{"action":"X"}}'
+    deep = b'{"a":' * 1000 + b"1" + b"}" * 1000  # within what JSON parsers take, past MAX_DEPTH
+    docs.write_bytes(b"\xef\xbb\xbf" + wanted + b"\n\n[1, 2]\n" + deep + b"\nnot json\n" + wanted + b"\n")
+    result = run("match", "event.action:X or free", "--ecs", str(docs))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [wanted, wanted]
+    errors = result.stderr.decode()
+    assert f"{docs} line 3: not_a_record" in errors
+    assert f"{docs} line 4: too_deep" in errors
+    assert f"{docs} line 5: invalid_json" in errors
+    assert "Traceback" not in errors
+
+
+def test_a_record_the_mapping_fails_on_costs_only_itself(tmp_path, monkeypatch, capsys):
+    """normalize and match map records as the engine does: a mapping failure is a reported skip."""
+    import detection.engine
+    from detection.cli import main
+
+    real = detection.engine.to_ecs
+
+    def failing_on_quiet(raw, event_time=None):
+        if raw.get("Id") == QUIET_RECORD["Id"]:
+            raise KeyError("simulated mapping bug")
+        return real(raw, event_time)
+
+    monkeypatch.setattr(detection.engine, "to_ecs", failing_on_quiet)
+    body = tmp_path / "batch.json"
+    body.write_text(json.dumps([QUIET_RECORD, SEED_RECORD]))
+    assert main(["normalize", str(body)]) == 0
+    out, err = capsys.readouterr()
+    assert [d["event"]["id"] for d in lines(out.encode())] == [SEED_RECORD["Id"]]
+    assert "skipped body 0: mapping_error: KeyError" in err
+    assert main(["match", "event.action:TeamsTenantSettingChanged", str(body)]) == 0
+    out, err = capsys.readouterr()
+    assert lines(out.encode()) == [SEED_RECORD] and "mapping_error" in err

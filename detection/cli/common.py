@@ -57,10 +57,11 @@ def write_json_line(value: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(value) + b"\n")
 
 
-def report_skips(skips: Any) -> None:
-    """Skips go to stderr with body number and reason, so stdout stays machine-readable."""
+def report_skips(skips: Any, offset: int = 0) -> None:
+    """Skips go to stderr with body number and reason, so stdout stays machine-readable. `offset` is
+    the number of bodies before the batch the skips' indexes count from."""
     for skip in skips:
-        warn(f"skipped body {skip.body_index}: {skip.reason}: {skip.detail}")
+        warn(f"skipped body {skip.body_index + offset}: {skip.reason}: {skip.detail}")
 
 
 def run_command(func: Any, args: argparse.Namespace) -> int:

@@ -27,17 +27,31 @@ def _read(path: str) -> bytes:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def iter_bodies(paths: Sequence[str], *, split_lines: bool | None = None) -> Iterator[bytes]:
-    """Bodies in input order. `split_lines` forces (True) or forbids (False) one body per line."""
+def _numbered_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers in the file (blank lines still count)."""
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            yield number, line
+
+
+def iter_bodies(paths: Sequence[str]) -> Iterator[bytes]:
+    """Bodies in input order: a file whole, or a `.jsonl`/`.ndjson` file one body per line."""
     for path in paths or ["-"]:
         data = _read(path)
-        per_line = split_lines if split_lines is not None else path.lower().endswith(LINE_SUFFIXES)
-        if per_line:
-            for line in data.splitlines():
-                if line.strip():
-                    yield line
+        if path.lower().endswith(LINE_SUFFIXES):
+            for _, line in _numbered_lines(data):
+                yield line
         else:
             yield data
+
+
+def iter_lines(paths: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
+    """Every non-blank line of every path, whatever its extension, with where it is (for messages):
+    the path (`stdin` for `-`) and the line number."""
+    for path in paths or ["-"]:
+        where = "stdin" if path == "-" else path
+        for number, line in _numbered_lines(_read(path)):
+            yield where, number, line
 
 
 def batches(bodies: Iterator[bytes], size: int) -> Iterator[list[bytes]]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-
-import orjson
+from collections.abc import Iterator
+from typing import Any
 
 from detection.cli.common import (
     USAGE_ERROR,
@@ -22,11 +22,10 @@ from detection.cli.common import (
     warn,
     write_json_line,
 )
-from detection.cli.inputs import batches, iter_bodies
-from detection.ecs import to_ecs
-from detection.engine import detect
+from detection.cli.inputs import batches, iter_bodies, iter_lines
+from detection.engine import detect, map_record
 from detection.kql import KqlSyntaxError, compile_query
-from detection.sources import Limits, decode_body
+from detection.sources import UTF8_BOM, BodyError, Limits, Skip, SourceRecord, decode_body, decode_document
 
 SCAN_CHUNK = 500  # bodies per engine call: bounds memory on large inputs
 
@@ -74,8 +73,7 @@ def run_scan(args: argparse.Namespace) -> int:
     offset = 0
     for chunk in batches(iter_bodies(args.paths), SCAN_CHUNK):
         result = detect(chunk, rules, settings, prefilter=False if args.no_prefilter else None)
-        for skip in result.stats.skip_list:
-            warn(f"skipped body {skip.body_index + offset}: {skip.reason}: {skip.detail}")
+        report_skips(result.stats.skip_list, offset)
         offset += len(chunk)
         for alert in [*result.alerts, *result.overflow]:
             if alert.alert_id not in seen:
@@ -90,13 +88,24 @@ def run_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_normalize(args: argparse.Namespace) -> int:
+def _mapped_records(args: argparse.Namespace) -> Iterator[tuple[SourceRecord, dict[str, Any]]]:
+    """Every record of the input bodies with its ECS document, in input order; what cannot be used
+    (a body, a record, a mapping failure) is reported on stderr as it is met."""
     limits = Limits.from_settings(load_settings(args))
     for index, body in enumerate(iter_bodies(args.paths)):
         decoded = decode_body(body, limits, index)
         report_skips(decoded.skips)
         for record in decoded.records:
-            write_json_line(to_ecs(record.raw, record.event_time))
+            ecs = map_record(record, index)
+            if isinstance(ecs, Skip):
+                report_skips([ecs])
+            else:
+                yield record, ecs
+
+
+def run_normalize(args: argparse.Namespace) -> int:
+    for _, ecs in _mapped_records(args):
+        write_json_line(ecs)
     return 0
 
 
@@ -108,22 +117,19 @@ def run_match(args: argparse.Namespace) -> int:
         return USAGE_ERROR
     matched = 0
     if args.ecs:
-        for number, line in enumerate(iter_bodies(args.paths, split_lines=True), 1):
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                warn(f"skipped line {number}: invalid_json: {exc}")
-                continue
-            if isinstance(doc, dict) and predicate(doc):
-                matched += 1
-                sys.stdout.buffer.write(line.strip() + b"\n")
-    else:
         limits = Limits.from_settings(load_settings(args))
-        for index, body in enumerate(iter_bodies(args.paths)):
-            decoded = decode_body(body, limits, index)
-            report_skips(decoded.skips)
-            for record in decoded.records:
-                if predicate(to_ecs(record.raw, record.event_time)):
-                    matched += 1
-                    write_json_line(record.raw)
+        for where, number, line in iter_lines(args.paths):
+            try:
+                doc = decode_document(line, limits)
+            except BodyError as exc:
+                warn(f"skipped {where} line {number}: {exc.reason}: {exc.detail}")
+                continue
+            if predicate(doc):
+                matched += 1
+                sys.stdout.buffer.write(line.removeprefix(UTF8_BOM).strip() + b"\n")
+    else:
+        for record, ecs in _mapped_records(args):
+            if predicate(ecs):
+                matched += 1
+                write_json_line(record.raw)
     return 0 if matched else 1
