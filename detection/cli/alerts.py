@@ -8,8 +8,9 @@ delivery ledger shows destination names, states and errors only: webhook URLs ar
 from __future__ import annotations
 
 import argparse
+import heapq
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from detection.cli.common import (
@@ -27,6 +28,7 @@ from detection.state.lifecycle import STATUSES, parse_time
 from detection.state.store import AlertStore
 from detection.state.tables import Stored
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
 COLUMNS = ("event_time", "status", "severity", "rule_name", "user_id", "tenant_id", "alert_id")
 LIST_FIELDS = ("alert_id", "status", "rule_id", "rule_name", "severity", "event_time", "tenant_id",
                "user_id", "source_ip", "record_id", "old_value", "new_value", "role", "head_alert_id",
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--since", metavar="T",
                          help="only events at or after T: an ISO-8601 time, or a duration back from now "
                               "(24h, 7d)")
-    listing.add_argument("--limit", type=int, default=1000, metavar="N", help="at most N alerts (1000)")
+    listing.add_argument("--limit", type=int, default=1000, metavar="N", help="the newest N alerts (1000)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     add_settings_option(listing)
     listing.set_defaults(func=lambda args: run_command(storage_guard(run_list), args))
@@ -77,17 +79,26 @@ def summary(entity: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    """The newest `--limit` alerts: the table is in key order, not time order, so every match is read
+    (only the listed properties, not the documents) and the newest kept."""
+    if args.limit < 1:
+        raise CommandError("--limit must be at least 1")
     store = open_store(load_settings(args))
     since = since_time(args.since, system_clock())
-    found = store.list(status=args.status, rule_id=args.rule, since=since, limit=args.limit)
-    rows = [stored.entity for stored in found]
-    rows.sort(key=lambda e: (_iso(e.get("event_at")) or "", str(e.get("alert_id"))), reverse=True)
+    found = store.list(status=args.status, rule_id=args.rule, since=since,
+                       select=(*LIST_FIELDS, "event_at", "kind"))
+    rows = heapq.nlargest(args.limit, (stored.entity for stored in found), key=_newest_first)
     if args.json:
         for entity in rows:
             write_json_line(summary(entity))
         return 0
     print_table(rows)
     return 0
+
+
+def _newest_first(entity: dict[str, Any]) -> tuple[datetime, str]:
+    when = entity.get("event_at")
+    return (when if isinstance(when, datetime) else _NEVER), str(entity.get("alert_id"))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,7 +158,9 @@ class AlertStore:
         return None
 
     def list(self, *, status: str | None = None, rule_id: str | None = None, since: datetime | None = None,
-             kind: str = "alert", limit: int | None = None) -> Iterator[Stored]:
+             kind: str = "alert", limit: int | None = None,
+             select: Sequence[str] | None = None) -> Iterator[Stored]:
+        """Alerts (or notices) matching the filters, in key order (tenant, then alert id), not time."""
         clauses = ["kind eq @kind"]
         parameters: dict[str, Any] = {"kind": kind}
         if status:
@@ -170,7 +172,7 @@ class AlertStore:
         if since:
             clauses.append("event_at ge @since")
             parameters["since"] = since
-        return self.tables.query(ALERTS, " and ".join(clauses), parameters, limit=limit)
+        return self.tables.query(ALERTS, " and ".join(clauses), parameters, limit=limit, select=select)
 
     # ---- the owed index ----
 

@@ -89,6 +89,24 @@ def test_alerts_list_and_show(local_settings: Path, inputs: list[str],
     assert "no alert" in capsys.readouterr().err
 
 
+def test_alerts_list_limit_keeps_the_newest_events(local_settings: Path, state_settings_env: dict[str, str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from detection.settings import Settings
+    from detection.state.store import AlertStore
+    from tests.state.statekit import make_alert
+
+    store = AlertStore.open(Settings.from_env(state_settings_env))
+    alerts = [make_alert(f"order-{i}", at=T0 + timedelta(hours=i)) for i in range(6)]
+    for alert in alerts:
+        when = T0 + timedelta(hours=int(alert.record_id.split("-")[1]))
+        store.create(store.alert_entity(alert, status="muted", when=when, now=T0))
+    in_key_order = sorted(alerts, key=lambda a: a.alert_id)
+    assert {a.record_id for a in in_key_order[:2]} != {"order-5", "order-4"}  # the table's order is not time
+    assert main(["alerts", "list", "--limit", "2", "--json", "--settings", str(local_settings)]) == 0
+    assert [a["record_id"] for a in lines(capsys.readouterr().out)] == ["order-5", "order-4"]
+    assert main(["alerts", "list", "--limit", "0", "--settings", str(local_settings)]) == 2
+
+
 def test_redeliver_and_cleanup_print_their_counts(local_settings: Path, inputs: list[str],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     main(["replay", *inputs, "--settings", str(local_settings)])
