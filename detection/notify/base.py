@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
@@ -410,11 +410,22 @@ class HttpDestination(Destination):
         return f"{text}: {body}" if body else text
 
     def _scrub(self, text: str) -> str:
-        parts = urlsplit(self._url)
-        for secret in (self._url, parts.path, parts.query):
-            if secret and len(secret) > 1:
-                text = text.replace(secret, "…")
+        for secret in _secret_parts(self._url):
+            text = text.replace(secret, "…")
         return text
+
+
+def _secret_parts(url: str) -> tuple[str, ...]:
+    """Every piece of a webhook URL that can be its credential, longest first: the URL, its path and
+    query, each query value (`sig=`, `token=`) and each token-like path segment (a Slack webhook's
+    secret is its last segment), also percent-decoded. A receiver's error body may echo any one of
+    them, and that body goes into the ledger and into the delivery-failed notice other channels see."""
+    parts = urlsplit(url)
+    found = {url, parts.path, parts.query}
+    found.update(pair.partition("=")[2] for pair in parts.query.split("&"))
+    found.update(segment for segment in parts.path.split("/") if len(segment) >= 8 and not segment.isalpha())
+    found |= {unquote(piece) for piece in found}
+    return tuple(sorted((piece for piece in found if len(piece) >= 4), key=len, reverse=True))
 
 
 def _kind(exc: Exception) -> str:

@@ -286,6 +286,20 @@ def test_webhook_url_never_appears_in_errors_or_logs(server, fake_time, caplog):
     assert_no_secret(repr(destination))
 
 
+def test_an_answer_echoing_one_part_of_the_url_keeps_that_part_out(server, fake_time):
+    # A Slack-style secret path segment and a SOAR-style token, each echoed alone, one percent-decoded.
+    path = "/services/T0AB12CD/B0EF34GH/abcdEFGH1234ijklMNOP5678"
+    url = server.url_for(path) + "?token=s3cr%2Ft-t0ken&api-version=2016-06-01"
+    echoes = ["no channel for abcdEFGH1234ijklMNOP5678", "bad token s3cr/t-t0ken", "token=s3cr%2Ft-t0ken"]
+    for echo in echoes:
+        server.expect_ordered_request(path, method="POST").respond_with_data(echo, status=403)
+    destination = WebhookDestination(url, sleep=fake_time.sleep, clock=fake_time.clock)
+    errors = [destination.send(AlertMessage(make_alert())).error or "" for _ in echoes]
+    assert errors[0] == "HTTP 403 from 127.0.0.1: no channel for …"
+    for error in errors:
+        assert "abcdEFGH1234" not in error and "s3cr" not in error and "t0ken" not in error, error
+
+
 def test_only_https_urls_are_accepted_except_to_this_machine():
     for bad in ("http://hooks.example.com/services/T000/B000/XXXXSECRET", "ftp://example.com/XXXXSECRET",
                 "hooks.example.com/XXXXSECRET", ""):
