@@ -78,6 +78,10 @@ def test_bench_command_prints_figures_as_its_last_line(capsys):
         assert key in figures
     assert figures["records"] == 3000 and figures["identical_alerts"] is True
     assert figures["peak_rss_mb"] > 0
+    # The function app imports outside the Functions host too (no storage configured here).
+    assert figures["import_module"] == "function_app" and figures["import_ms"] > 0
+    assert any(line.startswith("import function_app: ") and line.endswith("ms (fresh interpreter)")
+               for line in lines)
     assert any(line.startswith("orjson.loads of every body") for line in lines)
 
 
