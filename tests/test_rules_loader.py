@@ -131,6 +131,14 @@ def test_lucene_queries_are_skipped(tmp_path):
     (('type = "query"\n', ''), "rule.type is required"),
     (('type = "query"', 'type = ["query"]'), "rule.type must be a string, got list"),
     (('language = "kuery"', 'language = ["kuery"]'), "rule.language must be a string, got list"),
+    (('id = "T1114"\n', ''), "rule.threat[0].technique[0].id is required"),
+    (('id = "T1114"', 'id = 1114'), "rule.threat[0].technique[0].id must be a string, got int"),
+    (('reference = "https://attack.mitre.org/tactics/TA0009/"\n', ''),
+     "rule.threat[0].tactic.reference is required"),
+    (('reference = "https://attack.mitre.org/techniques/T1114/"\n',
+      'reference = "https://attack.mitre.org/techniques/T1114/"\n'
+      '[[rule.threat.technique.subtechnique]]\nid = "T1114.003"\nname = "Email Forwarding Rule"\n'),
+     "rule.threat[0].technique[0].subtechnique[0].reference is required"),
 ])
 def test_invalid_files_fail_with_the_file_and_the_reason(tmp_path, change, message):
     path = write(tmp_path, "bad.toml", ELASTIC_STYLE.replace(*change))

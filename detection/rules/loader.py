@@ -156,15 +156,28 @@ def _compile(query: str, where: str) -> tuple[Node, Callable[[dict[str, Any]], b
     return node, compile_query(node)
 
 
+def _mitre_entry(entry: Any, where: str) -> None:
+    """A tactic, technique or subtechnique: id, name and reference, all text, as Elastic's schema has it
+    (notifications show and link them; one missing would silently vanish from every alert)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a table")
+    for key in ("id", "name", "reference"):
+        _require(entry, key, str, where)
+
+
 def _threat(rule: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     entries = _optional(rule, "threat", list, "rule", [])
     for i, entry in enumerate(entries):
         where = f"rule.threat[{i}]"
         if not isinstance(entry, dict):
             raise ValueError(f"{where} must be a table")
-        tactic = _require(entry, "tactic", dict, where)
-        for key in ("id", "name", "reference"):
-            _require(tactic, key, str, f"{where}.tactic")
+        _optional(entry, "framework", str, where, "")
+        _mitre_entry(_require(entry, "tactic", dict, where), f"{where}.tactic")
+        for j, technique in enumerate(_optional(entry, "technique", list, where, [])):
+            at = f"{where}.technique[{j}]"
+            _mitre_entry(technique, at)
+            for k, sub in enumerate(_optional(technique, "subtechnique", list, at, [])):
+                _mitre_entry(sub, f"{at}.subtechnique[{k}]")
     return tuple(entries)
 
 
