@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -139,6 +140,7 @@ def test_lucene_queries_are_skipped(tmp_path):
       'reference = "https://attack.mitre.org/techniques/T1114/"\n'
       '[[rule.threat.technique.subtechnique]]\nid = "T1114.003"\nname = "Email Forwarding Rule"\n'),
      "rule.threat[0].technique[0].subtechnique[0].reference is required"),
+    (('[metadata]', 'tests = 5\n[metadata]'), "bad.toml: tests must be a list, got int"),
 ])
 def test_invalid_files_fail_with_the_file_and_the_reason(tmp_path, change, message):
     path = write(tmp_path, "bad.toml", ELASTIC_STYLE.replace(*change))
@@ -161,10 +163,17 @@ def test_query_errors_carry_line_and_column(tmp_path):
     ('[suppression]\nwindow = "soon"\n', "suppression.window: expected a duration"),
     ('[suppression]\nmissing = "drop"\n', 'suppression.missing must be "group" or "separate"'),
     ('[exceptions]\nkql = ["user.id:(a"]\n', "exceptions.kql[0] is not valid KQL"),
+    ('[suppression]\nwindw = "10m"\n',
+     "suppression has unknown keys windw (it takes group_by, missing, window)"),
+    ('[exceptions]\nquery = ["user.id:a"]\n', "exceptions has unknown keys query (it takes kql)"),
+    ('[alert]\nnew = "o365.audit.NewValue"\n', "alert has unknown keys new (it takes new_value, old_value)"),
+    ('[guide]\nsteps = ["x"]\n', "guide has unknown keys steps"),
+    ('[[tests]]\nexpect = "alert"\nrecord = "{}"\nexpected = "alert"\n',
+     "tests[0] has unknown keys expected"),
 ])
 def test_our_tables_are_validated(tmp_path, table, message):
     write(tmp_path, "bad.toml", ELASTIC_STYLE + "\n" + table)
-    with pytest.raises(RuleError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(RuleError, match=re.escape(message)):
         load_rules(tmp_path)
 
 

@@ -119,12 +119,32 @@ class RuleSet:
 # ---- small validators: each names the key it checks so the error says exactly what is wrong ----
 
 def _require(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    name = f"{where}.{key}" if where else key
     if key not in table:
-        raise ValueError(f"{where}.{key} is required")
+        raise ValueError(f"{name} is required")
     value = table[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ValueError(f"{where}.{key} must be {_kind_name(kind)}, got {type(value).__name__}")
+        raise ValueError(f"{name} must be {_kind_name(kind)}, got {type(value).__name__}")
     return value
+
+
+# Our own tables and their keys. Elastic's tables may grow keys we do not know, but a misspelt key in
+# one of ours would otherwise be ignored without a word (a window that silently stays 60m, say).
+OUR_TABLE_KEYS = {
+    "tests": frozenset({"name", "expect", "record"}),
+    "suppression": frozenset({"group_by", "window", "missing"}),
+    "exceptions": frozenset({"kql"}),
+    "alert": frozenset({"old_value", "new_value"}),
+    "guide": frozenset({"investigation", "response"}),
+}
+
+
+def _known_keys(table: dict[str, Any], where: str, kind: str) -> dict[str, Any]:
+    unknown = sorted(set(table) - OUR_TABLE_KEYS[kind])
+    if unknown:
+        allowed = ", ".join(sorted(OUR_TABLE_KEYS[kind]))
+        raise ValueError(f"{where} has unknown keys {', '.join(unknown)} (it takes {allowed})")
+    return table
 
 
 def _optional(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
@@ -187,6 +207,7 @@ def _tests(document: dict[str, Any]) -> tuple[RuleTest, ...]:
         where = f"tests[{i}]"
         if not isinstance(entry, dict):
             raise ValueError(f"{where} must be a table")
+        _known_keys(entry, where, "tests")
         name = _optional(entry, "name", str, where, f"test {i + 1}")
         expect = _require(entry, "expect", str, where)
         if expect not in ("alert", "no_alert"):
@@ -252,12 +273,12 @@ def parse_rule(document: dict[str, Any], path: Path) -> Rule | SkippedRule:
     query = _require(rule, "query", str, "rule")
     node, predicate = _compile(query, "rule.query")
 
-    exceptions_table = _optional(document, "exceptions", dict, "", {})
+    exceptions_table, suppression_table, alert_table, guide_table = (
+        _known_keys(_optional(document, kind, dict, "", {}), kind, kind)
+        for kind in ("exceptions", "suppression", "alert", "guide"))
     exceptions = _strings(exceptions_table, "kql", "exceptions")
     exception_predicates = tuple(
         _compile(q, f"exceptions.kql[{i}]")[1] for i, q in enumerate(exceptions))
-    alert_table = _optional(document, "alert", dict, "", {})
-    guide_table = _optional(document, "guide", dict, "", {})
 
     return Rule(
         rule_id=rule_id,
@@ -278,7 +299,7 @@ def parse_rule(document: dict[str, Any], path: Path) -> Rule | SkippedRule:
         references=_strings(rule, "references", "rule"),
         path=path,
         tests=_tests(document),
-        suppression=parse_suppression(_optional(document, "suppression", dict, "", {}), "suppression"),
+        suppression=parse_suppression(suppression_table, "suppression"),
         exceptions=exceptions,
         alert=AlertSpec(
             old_value_field=_optional(alert_table, "old_value", str, "alert", AlertSpec.old_value_field),
