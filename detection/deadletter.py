@@ -19,13 +19,14 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from detection.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 ERROR_LIMIT = 2000  # characters of the failure kept with the batch
@@ -33,6 +34,11 @@ ERROR_LIMIT = 2000  # characters of the failure kept with the batch
 
 class DeadLetterError(Exception):
     """A dead-letter blob we cannot read, or a container we cannot reach; the message says which."""
+
+
+class DeadLetterUnavailable(DeadLetterError):
+    """The blob service could not be reached or refused the request. The message is ours alone: the
+    SDK's text can quote the request URL, which carries the signature of a SAS connection string."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,34 @@ class DeadLetterStore:
         container = service.get_container_client(settings.deadletter_container)
         return cls(container, location=f"{location.describe()}, container {settings.deadletter_container}")
 
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        """Run one blob request; "not found" and "exists" pass through for the caller to decide on,
+        any other failure leaves as DeadLetterUnavailable without the SDK's text or cause."""
+        from azure.core.exceptions import (
+            AzureError,
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceExistsError,
+            ResourceNotFoundError,
+        )
+
+        try:
+            return fn()
+        except (ResourceNotFoundError, ResourceExistsError):
+            raise
+        except ClientAuthenticationError as exc:
+            reason = "no credential was accepted" if exc.status_code is None else f"HTTP {exc.status_code}"
+            raise DeadLetterUnavailable(f"blob storage at {self.location} refused {operation}: {reason} "
+                                        "(check the identity and its Storage Blob Data role)") from None
+        except HttpResponseError as exc:
+            code = getattr(exc, "error_code", None)
+            raise DeadLetterUnavailable(
+                f"blob storage at {self.location} refused {operation}: HTTP {exc.status_code} "
+                f"{getattr(code, 'value', code) or type(exc).__name__}") from None
+        except AzureError as exc:
+            raise DeadLetterUnavailable(f"blob storage at {self.location} unavailable: {operation} failed "
+                                        f"({type(exc).__name__})") from None
+
     def write(self, bodies: Sequence[bytes], origin: BatchOrigin, *, error: str, failed_at: datetime,
               attempts: int | None) -> str:
         """Store the batch; returns the blob name. Creates the container when it is missing."""
@@ -221,24 +255,26 @@ class DeadLetterStore:
         name = blob_name(bodies, origin)
         data = encode(bodies, origin, error=error, failed_at=failed_at, attempts=attempts)
         blob = self._container.get_blob_client(name)
+        upload = lambda: blob.upload_blob(data, overwrite=True, content_type="application/json")  # noqa: E731
         try:
-            blob.upload_blob(data, overwrite=True, content_type="application/json")
+            self._call("write", upload)
         except ResourceNotFoundError:
             self._create_container()
-            blob.upload_blob(data, overwrite=True, content_type="application/json")
+            self._call("write", upload)
         return name
 
     def _create_container(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
         with contextlib.suppress(ResourceExistsError):
-            self._container.create_container()
+            self._call("create the container", self._container.create_container)
 
     def list(self, prefix: str | None = None) -> Iterator[DeadLetterInfo]:
         from azure.core.exceptions import ResourceNotFoundError
 
+        pages = self._container.list_blobs(name_starts_with=prefix)
         try:
-            for item in self._container.list_blobs(name_starts_with=prefix):
+            while (item := self._call("list", lambda: next(pages, None))) is not None:
                 modified = item.last_modified.isoformat() if item.last_modified else None
                 yield DeadLetterInfo(name=item.name, size=int(item.size or 0), last_modified=modified)
         except ResourceNotFoundError:
@@ -248,7 +284,7 @@ class DeadLetterStore:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            data = self._container.get_blob_client(name).download_blob().readall()
+            data = self._call("read", lambda: self._container.get_blob_client(name).download_blob().readall())
         except ResourceNotFoundError:
             raise DeadLetterError(f"{name}: no such dead letter") from None
         return decode(name, data)
@@ -257,7 +293,7 @@ class DeadLetterStore:
         from azure.core.exceptions import ResourceNotFoundError
 
         with contextlib.suppress(ResourceNotFoundError):
-            self._container.get_blob_client(name).delete_blob()
+            self._call("delete", self._container.get_blob_client(name).delete_blob)
 
 
 def write_best_effort(open_store: Callable[[], DeadLetterStore], bodies: Sequence[bytes], origin: BatchOrigin,
@@ -267,6 +303,8 @@ def write_best_effort(open_store: Callable[[], DeadLetterStore], bodies: Sequenc
     try:
         return open_store().write(bodies, origin, error=error, failed_at=failed_at, attempts=attempts)
     except Exception as exc:
-        log.error("dead letter NOT written for %s (%d bodies): %s: %s", origin.describe(), len(bodies),
-                  type(exc).__name__, str(exc)[:500])
+        # Our own errors say what failed; anything else is named by its type only (see
+        # DeadLetterUnavailable for why no SDK text is logged).
+        reason = str(exc)[:500] if isinstance(exc, DeadLetterError | SettingsError) else type(exc).__name__
+        log.error("dead letter NOT written for %s (%d bodies): %s", origin.describe(), len(bodies), reason)
         return None

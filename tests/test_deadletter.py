@@ -7,7 +7,10 @@ runs it through the function's handler into Table Storage, deleting the blob onc
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +25,9 @@ from detection.deadletter import (
     decode,
     encode,
     resolve_location,
+    write_best_effort,
 )
+from detection.devserver import free_port
 from detection.settings import Settings, SettingsError
 from tests.blob_azurite import blob_azurite  # noqa: F401 - fixture
 from tests.conftest import state_env
@@ -192,3 +197,57 @@ def test_the_cli_names_the_missing_storage_setting(
     path.write_text(json.dumps({"Values": {}}))
     code, _, err = run_cli(capsys, "deadletter", "list", "--settings", str(path))
     assert code == 2 and "AzureWebJobsStorage__blobServiceUri" in err
+
+
+# ---- a blob service that is down or refuses ----
+
+SIGNATURE = "c2lnbmF0dXJlLW9mLWEtc2Fz"
+
+
+def _sas_settings_file(tmp_path: Path, blob_endpoint: str) -> Path:
+    """Host storage given as a SAS connection string: the signature must never reach output or logs."""
+    connection = f"BlobEndpoint={blob_endpoint};SharedAccessSignature=sv=2022-11-02&sp=rl&sig={SIGNATURE}"
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"Values": {"AzureWebJobsStorage": connection}}))
+    return path
+
+
+@pytest.mark.parametrize("action", [["list"], ["show", "partition-1/x.json"], ["replay", "--all"]])
+def test_an_unreachable_container_exits_1_with_one_line_and_no_secret(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}/devstoreaccount1"
+    path = _sas_settings_file(tmp_path, endpoint)
+    code, _, err = run_cli(capsys, "deadletter", *action, "--settings", str(path))
+    assert code == 1
+    operation = {"list": "list", "show": "read", "replay": "list"}[action[0]]
+    assert err.strip() == (f"error: dead letters: blob storage at {endpoint} (connection string from "
+                           f"AzureWebJobsStorage), container deadletter unavailable: {operation} failed "
+                           "(ServiceRequestError)")
+    assert SIGNATURE not in err
+
+
+@pytest.mark.integration
+def test_a_refusing_blob_service_is_named_with_its_status(
+        blob_azurite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    wrong_key = re.sub(r"AccountKey=[^;]+", f"AccountKey={base64.b64encode(b'not the key').decode()}",
+                       blob_azurite)
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"Values": {"AzureWebJobsStorage": wrong_key}}))
+    code, _, err = run_cli(capsys, "deadletter", "list", "--settings", str(path))
+    assert code == 1 and "refused list: HTTP 403" in err
+    assert "bm90IHRoZSBrZXk" not in err
+
+
+def test_a_failed_dead_letter_write_is_logged_in_our_words(caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}/devstoreaccount1"
+    sas = f"BlobEndpoint={endpoint};SharedAccessSignature=sv=2022-11-02&sig={SIGNATURE}"
+    settings = Settings.from_env({"AzureWebJobsStorage": sas})
+    with caplog.at_level(logging.ERROR, logger="detection.deadletter"):
+        name = write_best_effort(lambda: DeadLetterStore.open(settings), [b"{}"], ORIGIN, error="boom",
+                                 failed_at=FAILED_AT, attempts=6)
+    assert name is None
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"dead letter NOT written for {ORIGIN.describe()} (1 bodies): blob storage at {endpoint} "
+        "(connection string from AzureWebJobsStorage), container deadletter unavailable: write failed "
+        "(ServiceRequestError)")

@@ -9,6 +9,7 @@ repeat. A replayed dead letter is deleted (unless --keep); one that fails again 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from detection.cli.common import (
@@ -16,10 +17,11 @@ from detection.cli.common import (
     add_settings_option,
     load_settings,
     run_command,
+    warn,
     write_json_line,
 )
 from detection.cli.statecommon import STORAGE_FAILURE, open_pipeline, storage_guard
-from detection.deadletter import DeadLetterError, DeadLetterStore
+from detection.deadletter import DeadLetterError, DeadLetterStore, DeadLetterUnavailable
 from detection.settings import Settings, SettingsError
 from detection.state.tables import StorageError
 
@@ -35,21 +37,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="one JSON line per dead-lettered batch")
     listing.add_argument("--prefix", help="only names starting with this, e.g. partition-3/")
     add_settings_option(listing)
-    listing.set_defaults(func=lambda args: run_command(run_list, args))
+    listing.set_defaults(func=lambda args: run_command(blob_guard(run_list), args))
 
     show = actions.add_parser("show", help="where a batch came from, why it failed, and its bodies")
     show.add_argument("name", metavar="NAME")
     show.add_argument("--bodies", metavar="DIR", type=Path,
                       help="also write each body to DIR/body-NNNN.bin (input for scan or replay)")
     add_settings_option(show)
-    show.set_defaults(func=lambda args: run_command(run_show, args))
+    show.set_defaults(func=lambda args: run_command(blob_guard(run_show), args))
 
     replay = actions.add_parser("replay", help="run batches through the function's handler again")
     replay.add_argument("names", nargs="*", metavar="NAME")
     replay.add_argument("--all", action="store_true", help="every dead-lettered batch, oldest name first")
     replay.add_argument("--keep", action="store_true", help="keep the blobs after a successful replay")
     add_settings_option(replay)
-    replay.set_defaults(func=lambda args: run_command(storage_guard(run_replay), args))
+    replay.set_defaults(func=lambda args: run_command(storage_guard(blob_guard(run_replay)), args))
+
+
+def blob_guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The dead-letter container unreachable or refusing → one line on stderr and exit 1, as for the
+    alert tables, instead of the SDK's traceback."""
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except DeadLetterUnavailable as exc:
+            warn(f"error: dead letters: {exc}")
+            return STORAGE_FAILURE
+    return guarded
 
 
 def _store(settings: Settings) -> DeadLetterStore:
@@ -62,6 +76,8 @@ def _store(settings: Settings) -> DeadLetterStore:
 def _read(store: DeadLetterStore, name: str):
     try:
         return store.read(name)
+    except DeadLetterUnavailable:
+        raise
     except DeadLetterError as exc:
         raise CommandError(str(exc)) from None
 
