@@ -196,8 +196,13 @@ class _Collector:
         """One top-level JSON value: a record, an array of them, or an envelope."""
         if type(doc) is dict:
             items = doc.get("records")
-            if type(items) is list and not _is_record(doc):
+            if _is_record(doc):
+                self.item(doc, where, base=0)
+            elif type(items) is list:
                 self.items(items, where, base=2)
+            elif "records" in doc:  # an envelope by its shape, so say what is wrong with it
+                self.skip(NOT_A_RECORD,
+                          f"{where}records is a JSON {_type_name(items)}, not an array of records")
             else:
                 self.item(doc, where, base=0)
         elif type(doc) is list:

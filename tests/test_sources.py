@@ -156,6 +156,13 @@ def test_skip_reasons(body, reason):
     assert decoded.skips[0].detail
 
 
+@pytest.mark.parametrize("value, kind", [(5, "number"), ({"Id": "a"}, "object"), (None, "null")])
+def test_an_envelope_whose_records_are_not_an_array_says_so(value, kind):
+    (skip,) = decode_body(orjson.dumps({"records": value}), LIMITS).skips
+    assert skip.reason == "not_a_record"
+    assert skip.detail == f"records is a JSON {kind}, not an array of records"
+
+
 def test_truncated_gzip_is_invalid_gzip():
     body = gzip.compress(orjson.dumps([record(1)] * 50))
     decoded = decode_body(body[: len(body) // 2], LIMITS)
