@@ -46,9 +46,11 @@ LEASE = timedelta(minutes=10)
 # Counters kept beyond the drift window: today is partial and yesterday is the heartbeat's day.
 EXTRA_DAYS = timedelta(days=2)
 
-# BatchReport field → counter name, for the outcomes a batch reports as totals.
+# BatchReport field → counter name, for the outcomes a batch reports as totals. Alerts are the ones this
+# run stored (`new`), not the engine's matches: the hub delivers at least once, and a batch handled again
+# finds its alerts already stored, so counting matches would report them twice.
 OUTCOME_COUNTERS = {
-    "alerts": names.ALERTS, "suppressed": names.SUPPRESSED, "excepted": names.EXCEPTED,
+    "new": names.ALERTS, "suppressed": names.SUPPRESSED, "excepted": names.EXCEPTED,
     "overflow": names.OVERFLOW, "muted": names.MUTED, "notified": names.DELIVERED,
     "delivery_failures": names.DELIVERY_FAILED,
 }

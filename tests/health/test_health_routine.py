@@ -218,6 +218,11 @@ def test_the_batch_handler_counts_every_batch_once_per_tenant(state_settings_env
     totals = counted["_pipeline"]
     assert totals.count("alerts") == 1 and totals.count("delivered") == 1
     assert totals.count("skipped.invalid_json") == 1
+    # The hub delivers at least once: the same batch again arrives again, but is no new alert.
+    again = pipeline.handle([orjson.dumps(seed_match)])
+    assert again.alerts == 1 and again.duplicates == 1
+    totals = HealthStore.open(settings).days(T0.date(), T0.date())["_pipeline"]
+    assert totals.count("alerts") == 1 and totals.count("delivered") == 1
     pipeline.close()
 
 
