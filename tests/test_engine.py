@@ -201,6 +201,24 @@ def test_a_failing_predicate_costs_one_evaluation_not_the_batch(prefilter):
     assert "bad" in result.stats.skip_list[0].detail
 
 
+def test_a_record_the_mapping_fails_on_costs_only_itself(seed_rules, prefilter, monkeypatch):
+    import detection.engine
+
+    real = detection.engine.to_ecs
+
+    def failing_on_rec_1(raw, event_time=None):
+        if raw["Id"] == "rec-1":
+            raise KeyError("simulated mapping bug")
+        return real(raw, event_time)
+
+    monkeypatch.setattr(detection.engine, "to_ecs", failing_on_rec_1)
+    result = detect([orjson.dumps([record(1), record(2)]), orjson.dumps(record(3))], seed_rules, SETTINGS,
+                    prefilter=prefilter)
+    assert [a.record_id for a in result.alerts] == ["rec-2", "rec-3"]
+    assert result.stats.skips == {"mapping_error": 1}
+    assert result.stats.skip_list[0].body_index == 0 and "KeyError" in result.stats.skip_list[0].detail
+
+
 def test_no_rules_no_alerts():
     result = detect([orjson.dumps(record(1))], [], SETTINGS)
     assert result.alerts == [] and result.stats.bodies == 1
