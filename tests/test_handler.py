@@ -443,6 +443,48 @@ def test_storage_stopped_mid_batch_then_a_rerun_loses_and_duplicates_nothing(out
         assert env.owed_rows() == [], point
 
 
+class CrashAfterFailedRecord:
+    """Stops the real Azurite at the first request after the outcome of the send that armed it is
+    written."""
+
+    def __init__(self, server: Any) -> None:
+        self.server, self.armed, self.recorded = server, False, False
+
+    def failed(self, message: Any) -> Outcome:
+        self.armed = True
+        return Outcome("failed", 410, "HTTP 410 from hooks.slack.com")
+
+    def __call__(self, operation: str) -> None:
+        if not self.armed:
+            return
+        if not self.recorded:
+            self.recorded = operation == "update in alerts"
+        elif self.server.running:
+            self.armed = False
+            self.server.stop()
+
+
+def test_the_outbox_still_announces_a_failure_when_storage_fails_right_after_it(
+        outage_azurite: Any) -> None:
+    crash = CrashAfterFailedRecord(outage_azurite)
+    env = Env(state_env(outage_azurite.connection_string, "noticecrash"))
+    env.store = AlertStore.open(env.settings, attempts=2, base_delay=0.01, on_call=crash)
+    env.slack.answer = lambda message: Outcome("retry", 503, "HTTP 503 from hooks.slack.com")
+    env.run(body([record("late-fail")]))
+    env.slack.answer = crash.failed
+    env.clock.advance(minutes=5)
+    with pytest.raises(StorageUnavailable):
+        redeliver(env.deliverer())  # slack failed for good; storage went away before the notice
+    assert env.teams.of_type(DeliveryFailedMessage) == []
+    outage_azurite.start()
+    redeliver(env.deliverer())  # the next timer run
+    (notice,) = env.teams.of_type(DeliveryFailedMessage)
+    assert notice.destination == "slack" and notice.alert.record_id == "late-fail"
+    assert env.alerts()["late-fail"]["status"] == "failed" and env.owed_rows() == []
+    redeliver(env.deliverer())
+    assert len(env.teams.of_type(DeliveryFailedMessage)) == 1
+
+
 def test_a_crash_between_a_send_and_its_record_resends_only_that_one(outage_azurite: Any) -> None:
     trace = _reference_trace(outage_azurite)
     first_send = trace.index("SEND")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random as _random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -180,23 +180,33 @@ class Deliverer:
         return changes
 
     def _settle(self, stored: Stored, progress: Progress, *, changed: bool) -> None:
-        """Point the owed index at the next attempt (or drop it once nothing is owed), and tell the
-        other destinations about any destination that will never get this alert. A deliverable this
-        call did not change needs neither (a redelivered batch costs no index writes)."""
+        """Point the owed index at the next attempt, tell the other destinations about any destination
+        that will never get this alert, and only then drop the index row: until the notices exist, the
+        row is what brings the outbox back to send them if this instance dies or storage fails here.
+        A deliverable this call did not change needs no index write (a redelivered batch costs none)."""
         now = self.clock()
         ref = ref_of(stored.entity)
         ledger = codec.loads(stored.entity.get("ledger"), {})
         if lifecycle.owes(ledger):
             self.store.mark_owed(ref, lifecycle.next_due(ledger) or now, now)
             progress.owed = True
-        elif changed:
+        if stored.entity.get("kind") == "alert" and self._notice_failures(stored, ledger, now):
+            changed = True
+        if changed and not lifecycle.owes(ledger):
             self.store.clear_owed(ref)
-        if stored.entity.get("kind") == "alert":
-            self._notice_failures(stored, ledger, now)
 
-    def _notice_failures(self, stored: Stored, ledger: lifecycle.Ledger, now: datetime) -> None:
+    def settled(self, entity: Mapping[str, Any]) -> bool:
+        """Nothing left to do for this deliverable: its role is decided, no destination is owed, and
+        every destination that failed has been announced to the others."""
+        if entity.get("owed") or entity.get("role") == "undecided":
+            return False
+        return entity.get("kind") != "alert" or not _unnoticed(entity)
+
+    def _notice_failures(self, stored: Stored, ledger: lifecycle.Ledger, now: datetime) -> bool:
+        """Send the delivery-failed notice of every newly failed destination; True if there was one."""
         noticed = set(codec.loads(stored.entity.get("failures_noticed"), []))
-        for name in sorted(lifecycle.failed(ledger) - noticed):
+        unnoticed = sorted(_unnoticed(stored.entity))
+        for name in unnoticed:
             entry = ledger[name]
             alert = codec.alert_from_entity(stored.entity)
             message = DeliveryFailedMessage(alert, name, str(entry.get("error") or "delivery failed"))
@@ -213,6 +223,7 @@ class Deliverer:
                 self.deliver_new(notice)
             noticed.add(name)
             stored = self.store.update(stored, {"failures_noticed": codec.dumps(sorted(noticed))}, now)
+        return bool(unnoticed)
 
     def deliver_new(self, entity: dict[str, Any]) -> tuple[bool, Progress]:
         """Store a new deliverable (index row first) and advance it; (created?, progress)."""
@@ -248,3 +259,8 @@ class Deliverer:
             return None, "the alert this notice is about is no longer stored"
         return DeliveryFailedMessage(codec.alert_from_entity(target.entity), str(body.get("destination")),
                                      str(body.get("error"))), ""
+
+
+def _unnoticed(entity: Mapping[str, Any]) -> set[str]:
+    ledger = codec.loads(entity.get("ledger"), {})
+    return lifecycle.failed(ledger) - set(codec.loads(entity.get("failures_noticed"), []))

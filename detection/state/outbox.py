@@ -5,9 +5,9 @@ the same `Deliverer.advance` the batch handler uses: an alert whose suppression 
 (its instance died) gets decided, a destination still owed gets sent with the growing delays of
 `notify.base.next_attempt_delay`, and past DELIVERY_MAX_AGE it is marked failed, stays listed, and a
 delivery-failed notice goes to the other destinations. A destination that already has the message is
-never sent it again. Index rows whose deliverable no longer owes anything are dropped; rows whose
-deliverable does not exist are dropped only after a grace period, since the handler writes the index row
-just before it creates the alert.
+never sent it again. Index rows whose deliverable no longer owes anything (its failures announced
+too) are dropped; rows whose deliverable does not exist are dropped only after a grace period, since
+the handler writes the index row just before it creates the alert.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def redeliver(deliverer: Deliverer, *, limit: int = 500) -> OutboxReport:
             if _older_than(row, now - ORPHAN_GRACE):
                 report.dropped += int(store.clear_owed(ref, row.etag))
             continue
-        if not target.entity.get("owed") and target.entity.get("role") != "undecided":
+        if deliverer.settled(target.entity):
             report.dropped += int(store.clear_owed(ref, row.etag))
             continue
         progress = deliverer.advance(target)
