@@ -205,3 +205,16 @@ def test_a_record_the_mapping_fails_on_costs_only_itself(tmp_path, monkeypatch, 
     assert main(["match", "event.action:TeamsTenantSettingChanged", str(body)]) == 0
     out, err = capsys.readouterr()
     assert lines(out.encode()) == [SEED_RECORD] and "mapping_error" in err
+
+
+@pytest.mark.parametrize("command", ["scan", "normalize"])
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path, command):
+    body = tmp_path / "many.json"
+    body.write_text(json.dumps([dict(SEED_RECORD, Id=f"id-{i}") for i in range(3000)]))
+    reader = subprocess.Popen([sys.executable, "-m", "detection", command, str(body)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout.read(100)
+    reader.stdout.close()  # like `| head -c 100`: far more output is still to come
+    stderr = reader.stderr.read()
+    assert reader.wait(timeout=120) == 0
+    assert b"Broken pipe" not in stderr and b"Traceback" not in stderr

@@ -68,6 +68,8 @@ def run_command(func: Any, args: argparse.Namespace) -> int:
     """Turn user-fixable errors into exit 2 with a one-line message instead of a traceback."""
     try:
         return int(func(args) or 0)
+    except BrokenPipeError:
+        raise  # a reader that stopped early (`| head`) is no error of the user's: main() ends quietly
     except (CommandError, OSError) as exc:
         warn(f"error: {exc}")
         return USAGE_ERROR
