@@ -84,7 +84,7 @@ def _first_alerting_record(rule: Rule) -> dict[str, Any] | None:
 
 
 def stored_message(settings: Settings, alert_id: str) -> AlertMessage:
-    from detection.state.codec import alert_from_entity
+    from detection.state.delivery import alert_message
     from detection.state.store import AlertStore
     from detection.state.tables import StorageError
 
@@ -94,7 +94,7 @@ def stored_message(settings: Settings, alert_id: str) -> AlertMessage:
         raise CommandError(f"cannot read the alert store: {exc}") from None
     if stored is None or stored.entity.get("kind") != "alert":
         raise CommandError(f"no alert with id {alert_id!r} in the alert store")
-    return AlertMessage(alert_from_entity(stored.entity))
+    return alert_message(stored.entity)  # as it was sent, with the suppressed count it reported
 
 
 def write_preview(message: Message, guides: Mapping[str, GuideLike], out: Path) -> list[str]:

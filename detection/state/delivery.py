@@ -246,8 +246,7 @@ class Deliverer:
     def _message(self, entity: dict[str, Any]) -> tuple[Message | None, str]:
         """The message a deliverable sends, or None and why it cannot be built (never on a retry either)."""
         if entity.get("kind") == "alert":
-            alert = codec.alert_from_entity(entity)
-            return AlertMessage(alert, int(entity.get("suppressed_count") or 0)), ""
+            return alert_message(entity), ""
         body = codec.loads(entity.get("message"), {})
         if entity.get("notice_kind") == "overflow":
             try:
@@ -259,6 +258,11 @@ class Deliverer:
             return None, "the alert this notice is about is no longer stored"
         return DeliveryFailedMessage(codec.alert_from_entity(target.entity), str(body.get("destination")),
                                      str(body.get("error"))), ""
+
+
+def alert_message(entity: dict[str, Any]) -> AlertMessage:
+    """The message a stored alert is notified with: the alert and the suppressed count it reports."""
+    return AlertMessage(codec.alert_from_entity(entity), int(entity.get("suppressed_count") or 0))
 
 
 def _unnoticed(entity: Mapping[str, Any]) -> set[str]:

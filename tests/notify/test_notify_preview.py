@@ -50,10 +50,12 @@ def test_preview_of_a_stored_alert(tmp_path: Path, monkeypatch, state_settings_e
     store = AlertStore.open(settings)
     alert = make_alert(user_id="stored.user@contoso.com", alert_id="5a1e7d0c9b8a7f6e5d4c3b2a19080706")
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-    store.create(store.alert_entity(alert, status="new", when=now, now=now))
+    entity = store.alert_entity(alert, status="new", when=now, now=now)
+    store.create({**entity, "role": "head", "suppressed_count": 3})  # as the head of its window
     out = tmp_path / "stored.html"
     assert main(["preview", alert.alert_id, "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     assert "stored.user@contoso.com" in page and alert.alert_id in page
+    assert "3 similar alerts since the last notice" in page  # what its notification reported
     assert main(["preview", "0" * 32, "--out", str(tmp_path / "none.html")]) == 2
     assert "no alert with id" in capsys.readouterr().err
