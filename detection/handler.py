@@ -24,7 +24,7 @@ from detection.health.routine import count_batch, count_outbox
 from detection.notify.base import Destination, OverflowMessage, destinations_from_settings, system_clock
 from detection.rules import RuleSet, load_rules
 from detection.rules.loader import Rule
-from detection.settings import Settings
+from detection.settings import Settings, SettingsError
 from detection.state import lifecycle
 from detection.state.delivery import HANDOFF, Deliverer, Progress
 from detection.state.lifecycle import OverflowPlan, Planned, StatePolicy, validate_settings
@@ -185,6 +185,15 @@ def _notify_overflow(deliverer: Deliverer, plan: OverflowPlan, owner: Mapping[st
     return progress
 
 
+def _check_overrides(policy: StatePolicy, ruleset: RuleSet) -> None:
+    """An override for a rule that is not loaded (a mistyped id) would silently change nothing."""
+    loaded = {rule.rule_id for rule in ruleset.rules}
+    unknown = sorted(set(policy.overrides) - loaded)
+    if unknown:
+        raise SettingsError(f"setting SUPPRESSION_OVERRIDES: no loaded rule has the id "
+                            f"{', '.join(map(repr, unknown))}")
+
+
 @dataclass
 class Pipeline:
     """What one process loads once and keeps warm: settings, rules, the store and the destinations."""
@@ -233,6 +242,7 @@ def build_pipeline(
     ruleset = load_rules(settings.rules_dir)
     for skipped in ruleset.skipped:
         log.warning("rule skipped: %s (%s): %s", skipped.name, skipped.path.name, skipped.reason)
+    _check_overrides(policy, ruleset)
     if destinations is None:
         guides = {rule.rule_id: rule.guide for rule in ruleset.rules}
         destinations = destinations_from_settings(settings, clock=clock, guides=guides,

@@ -511,6 +511,16 @@ def test_the_pipeline_fails_at_start_up_naming_a_bad_setting(state_settings_env:
         build_pipeline(Settings.from_env({**state_settings_env, "MAINTENANCE_WINDOWS": "whenever/never"}))
 
 
+def test_a_suppression_override_for_a_rule_that_is_not_loaded_fails_at_start_up(
+        state_settings_env: dict[str, str]) -> None:
+    typo = '{"bbd1a775-8267-41fa-9232-20e5582596ab": {"group_by": ["user.id"], "window": "1h"}}'
+    with pytest.raises(SettingsError, match=r"SUPPRESSION_OVERRIDES.*20e5582596ab"):
+        build_pipeline(Settings.from_env({**state_settings_env, "SUPPRESSION_OVERRIDES": typo}))
+    known = typo.replace("596ab", "596ac")
+    assert build_pipeline(Settings.from_env({**state_settings_env, "SUPPRESSION_OVERRIDES": known}),
+                          destinations=[]).policy.overrides
+
+
 def test_the_pipeline_keeps_rules_store_and_destinations_for_every_batch(
         state_settings_env: dict[str, str]) -> None:
     recorder = Recorder("webhook")
