@@ -21,8 +21,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -143,6 +144,26 @@ def start_azurite(*, port: int | None = None, location: Path | None = None) -> A
     return Azurite(port=port, location=location).start()
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM (kill, a supervisor) and SIGINT into an orderly exit, so `main` stops Azurite
+    instead of leaving it running on its port. SIGINT is set explicitly because a shell starts
+    background jobs with it ignored. The previous handlers come back afterwards."""
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; its own stay in force
+        return
+    previous = {sig: signal.signal(sig, handler) for sig, handler in (
+        (signal.SIGTERM, leave), (signal.SIGINT, signal.default_int_handler))}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m detection.devserver",
@@ -153,24 +174,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    try:
-        server = start_azurite(port=args.port, location=args.location)
-    except AzuriteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if command:
-            env = dict(os.environ, ALERTS_STORAGE_CONNECTION=server.connection_string)
-            return subprocess.call(command, env=env)  # noqa: S603 - the user's own command line
-        print(f"Azurite Table service on http://{server.host}:{server.port} (Ctrl-C to stop)",
-              file=sys.stderr)
-        print(f"ALERTS_STORAGE_CONNECTION={server.connection_string}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            assert server.process is not None
-            server.process.wait()
-        return 0
-    finally:
-        server.stop()
+    with _stop_on_signals():
+        try:
+            server = start_azurite(port=args.port, location=args.location)
+        except AzuriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            if command:
+                env = dict(os.environ, ALERTS_STORAGE_CONNECTION=server.connection_string)
+                return subprocess.call(command, env=env)  # noqa: S603 - the user's own command line
+            print(f"Azurite Table service on http://{server.host}:{server.port} (Ctrl-C to stop)",
+                  file=sys.stderr)
+            print(f"ALERTS_STORAGE_CONNECTION={server.connection_string}", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                assert server.process is not None
+                server.process.wait()
+            return 0
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

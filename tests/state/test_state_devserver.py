@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +40,23 @@ def test_a_disk_backed_instance_keeps_its_data_across_a_restart(tmp_path: Path) 
         assert not server.running
         server.start()
         assert AlertStore.open(Settings.from_env(env)).tables.get(GROUPS, "p", "r") is not None
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 0)])
+def test_a_signal_stops_azurite_with_the_starter(sig: int, status: int) -> None:
+    # Started the way a shell starts a background job: SIGINT ignored, as `&` leaves it.
+    proc = subprocess.Popen([sys.executable, "-m", "detection.devserver"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        port = int(line.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == status
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass  # Azurite went with it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group, Azurite included
+        proc.wait()
