@@ -202,7 +202,8 @@ def delivery_failed_content(message: DeliveryFailedMessage) -> Content:
                 "Read the alert here or in the alert list: it was not lost.",
                 "Check the destination's webhook: a Teams flow stops when its owner leaves, a Slack "
                 "webhook stops when its channel is archived or the app is removed.",
-                "After fixing it, run `python -m detection redeliver` to send what is still owed.",
+                "After fixing it, `python -m detection redeliver` sends the alerts still owed to it; "
+                "this one is not sent there again (its status stays failed), so forward it by hand.",
             )),
         ),
         links=(Link("Search the audit log (Purview)", PURVIEW_AUDIT_SEARCH),),

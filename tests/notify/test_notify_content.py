@@ -60,3 +60,12 @@ def test_only_plain_https_tactic_links_become_buttons():
     facts = {f.label: f.value for f in content.facts}
     assert facts["MITRE ATT&CK"] == ("Persistence (TA0003): T1098 Account Manipulation; "
                                      "Defense Evasion (TA0005); Privilege Escalation (TA0004)")
+
+
+def test_the_delivery_failed_steps_do_not_promise_a_resend_to_the_failed_destination():
+    from detection.notify.base import DeliveryFailedMessage
+    from detection.notify.content import delivery_failed_content
+
+    content = delivery_failed_content(DeliveryFailedMessage(make_alert(), "teams", "HTTP 410"))
+    steps = " ".join(content.steps[0].items)
+    assert "not sent there again" in steps and "status stays failed" in steps
