@@ -1,7 +1,8 @@
 """Azure Functions entry point (Python v2 model): bindings only; the work is in `detection`.
 
-Settings are validated when the worker imports this module: a bad setting stops function indexing
-with the setting's name in the log, and nothing is read from the Event Hub until it is fixed.
+Settings and rules are validated when the worker imports this module: a bad setting or rule file
+stops function indexing with its name in the log, and nothing is read from the Event Hub until it is
+fixed.
 The failure path of a batch (retry policy, dead letter, re-raise) is described in detection.hosting.
 """
 
@@ -15,7 +16,7 @@ import azure.functions as func
 from detection import hosting
 from detection.health.routine import health_timer
 
-RUNTIME = hosting.Runtime(hosting.start(os.environ))
+RUNTIME = hosting.start(os.environ)
 
 app = func.FunctionApp()
 

@@ -29,10 +29,11 @@ import orjson
 from detection.deadletter import BatchOrigin, DeadLetterStore, resolve_location, write_best_effort
 from detection.handler import BatchReport, Pipeline, build_pipeline
 from detection.notify.base import system_clock
+from detection.rules import RuleError
 from detection.settings import Settings, SettingsError
 from detection.state.keys import check_table_name
 from detection.state.lifecycle import validate_settings
-from detection.state.tables import resolve_connection
+from detection.state.store import AlertStore
 
 log = logging.getLogger("detection.function")
 
@@ -54,10 +55,10 @@ def check_settings(env: Mapping[str, str]) -> Settings:
     An unresolved Key Vault reference reaches the app as its literal text; naming it as such saves
     chasing a misleading "not an https URL".
 
-    Where the alert tables, the health table and the dead letters live is checked here too, though
-    they are only opened on the first batch: a missing or malformed location found then would fail
-    every batch through all its retries and past the checkpoint, instead of stopping the app before
-    it reads anything.
+    Where the health counters and the dead letters live is checked here too (the alert tables are
+    checked when `start` opens their store), though they are only used later: a missing or malformed
+    location found by a batch would fail every batch through all its retries and past the checkpoint,
+    instead of stopping the app before it reads anything.
     """
     for name, value in env.items():
         if isinstance(value, str) and value.strip().startswith(KEY_VAULT_REFERENCE):
@@ -67,20 +68,27 @@ def check_settings(env: Mapping[str, str]) -> Settings:
                 "(the portal shows the reason next to the app setting)")
     settings = Settings.from_env(env)
     validate_settings(settings)
-    resolve_connection(settings)
     check_table_name("HEALTH_TABLE", settings.health_table)
     resolve_location(settings)
     return settings
 
 
-def start(env: Mapping[str, str]) -> Settings:
-    """check_settings, logging the problem at CRITICAL first: the host's indexing error then has the
-    setting's name in the log stream, and no function runs (nothing is consumed) until it is fixed."""
+def start(env: Mapping[str, str], *, clock: Callable[[], datetime] = system_clock) -> Runtime:
+    """The settings checked, and the pipeline built from them except for its tables: the rules loaded,
+    the suppression overrides checked against them, the destinations made. None of that needs a
+    service, and each of its errors is a configuration mistake that no retry can fix.
+
+    A problem is logged at CRITICAL before it is raised: the host's indexing error then has the
+    setting's or rule file's name in the log stream, and no function runs (nothing is consumed from
+    the hub) until it is fixed.
+    """
     try:
-        return check_settings(env)
-    except SettingsError as exc:
+        settings = check_settings(env)
+        pipeline = build_pipeline(settings, clock=clock, store=AlertStore.open(settings, create_tables=False))
+    except (SettingsError, RuleError) as exc:
         log.critical("start-up failed, no function will run: %s", exc)
         raise
+    return Runtime(pipeline)
 
 
 @dataclass(frozen=True)
@@ -183,25 +191,26 @@ def _line(kind: str, entry: Mapping[str, Any]) -> str:
 
 
 class Runtime:
-    """What one worker process keeps between invocations: the validated settings and the pipeline,
-    built on first use. Building needs the network (tables are created), so a failure there is an
-    ordinary failed invocation, retried like any other, rather than a dead app."""
+    """What one worker process keeps between invocations: the pipeline `start` built, whose tables
+    are created on first use. Creating them needs the service, so a failure there is an ordinary
+    failed invocation, retried like any other, rather than a dead app."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = system_clock,
-                 build: Callable[[Settings], Pipeline] | None = None,
-                 open_deadletters: Callable[[], DeadLetterStore] | None = None) -> None:
-        self.settings = settings
-        self.clock = clock
-        self._build = build or (lambda s: build_pipeline(s, clock=clock))
-        self._open_deadletters = open_deadletters or (lambda: DeadLetterStore.open(settings))
-        self._pipeline: Pipeline | None = None
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.settings = pipeline.settings
+        self.clock = pipeline.clock
+        self._pipeline = pipeline
+        self._tables_ready = False
         self._lock = threading.Lock()
 
     def pipeline(self) -> Pipeline:
         with self._lock:
-            if self._pipeline is None:
-                self._pipeline = self._build(self.settings)
-            return self._pipeline
+            if not self._tables_ready:
+                self._pipeline.store.tables.ensure_tables()
+                self._tables_ready = True
+        return self._pipeline
+
+    def _open_deadletters(self) -> DeadLetterStore:
+        return DeadLetterStore.open(self.settings)
 
     def batch(self, events: Sequence[Any], context: Any = None) -> BatchReport:
         """Handle one Event Hub batch (see the module docstring for the failure path)."""

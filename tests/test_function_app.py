@@ -32,6 +32,7 @@ from azure.storage.blob import BlobServiceClient
 from detection import hosting
 from detection.deadletter import DeadLetterStore
 from detection.devserver import connection_string, free_port
+from detection.rules import RuleError
 from detection.settings import SettingsError
 from tests.blob_azurite import blob_azurite  # noqa: F401 - fixture
 from tests.conftest import state_env
@@ -48,7 +49,8 @@ APP_SETTINGS = ("ALERTS_STORAGE_CONNECTION", "ALERTS_STORAGE_ENDPOINT", "AzureWe
                 "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__tableServiceUri",
                 "AzureWebJobsStorage__accountName", "TEAMS_WEBHOOK_URL", "SLACK_WEBHOOK_URL", "WEBHOOK_URL",
                 "WEBHOOK_SECRET", "RETENTION_DAYS", "DEADLETTER_CONTAINER", "HEALTH_TABLE",
-                "REDELIVER_SCHEDULE", "HEALTH_SCHEDULE")
+                "REDELIVER_SCHEDULE", "HEALTH_SCHEDULE",
+                "SUPPRESSION_OVERRIDES", "RULES_DIR")
 
 
 def load_app(monkeypatch: pytest.MonkeyPatch, **env: str) -> types.ModuleType:
@@ -169,6 +171,24 @@ def test_a_state_setting_is_validated_at_start_up_too(monkeypatch: pytest.Monkey
         load_app(monkeypatch, DELIVERY_MAX_AGE="40d")
 
 
+def test_settings_that_need_the_rules_are_checked_at_start_up_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An override for a rule that is not loaded is only detectable once the rules are: they are
+    # loaded at start-up, not by the first batch (which would fail through every retry instead).
+    overrides = json.dumps({"no-such-rule": {"window": "60m"}})
+    with pytest.raises(SettingsError, match=r"setting SUPPRESSION_OVERRIDES: .*'no-such-rule'"):
+        load_app(monkeypatch, **NO_SERVICE, SUPPRESSION_OVERRIDES=overrides)
+
+
+def test_a_rules_folder_that_cannot_load_stops_start_up_with_the_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    seed = ROOT / "detection" / "rules" / "m365_teams_custom_app_interaction_allowed.toml"
+    for name in ("a.toml", "b.toml"):
+        (tmp_path / name).write_bytes(seed.read_bytes())  # the same rule_id twice
+    with caplog.at_level(logging.CRITICAL), pytest.raises(RuleError, match=r"b\.toml: rule_id .* also used"):
+        load_app(monkeypatch, **NO_SERVICE, RULES_DIR=str(tmp_path))
+    assert any("start-up failed" in r.getMessage() and "b.toml" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("setting", ["REDELIVER_SCHEDULE", "HEALTH_SCHEDULE"])
 @pytest.mark.parametrize(("schedule", "problem"), [
     ("every 5 minutes", "six fields"),
@@ -202,9 +222,13 @@ def test_start_up_needs_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
     assert module.RUNTIME.settings.alerts_storage_connection
 
 
+BLOB_ONLY = {"AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net/"}
+
+
 @pytest.mark.parametrize(("env", "named"), [
-    ({}, "ALERTS_STORAGE_ENDPOINT"),  # nowhere to keep alert state
-    ({"ALERTS_STORAGE_ENDPOINT": "http://st.table.core.windows.net"}, "setting ALERTS_STORAGE_ENDPOINT"),
+    (BLOB_ONLY, "ALERTS_STORAGE_ENDPOINT"),  # nowhere to keep alert state
+    ({**BLOB_ONLY, "ALERTS_STORAGE_ENDPOINT": "http://st.table.core.windows.net"},
+     "setting ALERTS_STORAGE_ENDPOINT"),
     ({"AzureWebJobsStorage__accountName": "Not-An-Account"}, "setting AzureWebJobsStorage__accountName"),
     # A table-only connection string and no host storage: nowhere to write dead letters.
     ({"ALERTS_STORAGE_CONNECTION": connection_string(1)}, "AzureWebJobsStorage__blobServiceUri"),
