@@ -85,15 +85,19 @@ def run_list(args: argparse.Namespace) -> int:
         raise CommandError("--limit must be at least 1")
     store = open_store(load_settings(args))
     since = since_time(args.since, system_clock())
-    found = store.list(status=args.status, rule_id=args.rule, since=since,
-                       select=(*LIST_FIELDS, "event_at", "kind"))
-    rows = heapq.nlargest(args.limit, (stored.entity for stored in found), key=_newest_first)
+    rows = newest_alerts(store, args.limit, status=args.status, rule_id=args.rule, since=since)
     if args.json:
         for entity in rows:
             write_json_line(summary(entity))
         return 0
     print_table(rows)
     return 0
+
+
+def newest_alerts(store: AlertStore, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    """The newest `limit` alerts' listed fields, newest first (shared by `alerts list` and the demo)."""
+    found = store.list(select=(*LIST_FIELDS, "event_at", "kind"), **filters)
+    return heapq.nlargest(limit, (stored.entity for stored in found), key=_newest_first)
 
 
 def _newest_first(entity: dict[str, Any]) -> tuple[datetime, str]:

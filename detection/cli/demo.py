@@ -14,7 +14,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from detection.cli.alerts import print_table
+from detection.cli.alerts import newest_alerts, print_table
 from detection.cli.common import CommandError, add_settings_option, load_settings, run_command
 from detection.cli.inputs import iter_bodies
 from detection.cli.statecommon import storage_guard
@@ -86,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
         again = pipeline.handle(bodies)
         _say(f"Replayed:    {_report_line(again)}")
         _say("\n== Stored alerts ==")
-        print_table([stored.entity for stored in pipeline.store.list(limit=100)])
+        print_table(newest_alerts(pipeline.store, 100))
     return 0
