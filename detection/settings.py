@@ -248,7 +248,7 @@ class Settings:
         group="Detection")
     max_depth: int = setting(
         "MAX_DEPTH", _nesting_depth, "64",
-        "Deepest JSON nesting accepted in a body; deeper ones are skipped as too_deep.",
+        "Deepest JSON nesting accepted in a body (at most 128); deeper ones are skipped as too_deep.",
         group="Detection")
     max_records_per_body: int = setting(
         "MAX_RECORDS_PER_BODY", _positive_int, "100000",
@@ -261,7 +261,7 @@ class Settings:
     suppression_overrides: dict[str, Any] = setting(
         "SUPPRESSION_OVERRIDES", _json_object, "",
         'JSON object rule_id → {"group_by": [fields], "window": "60m", "missing": "group"|"separate"}, '
-        "overriding a rule file's [suppression] table.",
+        "overriding a rule file's [suppression] table. An unknown rule_id stops start-up.",
         group="Detection")
     maintenance_windows: str | None = setting(
         "MAINTENANCE_WINDOWS", _optional_text, None,
