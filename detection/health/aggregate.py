@@ -116,9 +116,12 @@ def census_of_body(text: bytes, limits: Limits) -> Counter[Triple]:
     operations = _OPERATION_KEY.findall(text)
     if len(tenants) == len(workloads) == len(operations):
         found: Counter[tuple[bytes, bytes, bytes]] = Counter(zip(tenants, workloads, operations, strict=True))
-        return Counter({(_tenant_of(t.decode("ascii", "replace")), bounded_name(w.decode("ascii", "replace")),
-                         _operation_of(o.decode("ascii", "replace"))): n
-                        for (t, w, o), n in found.items()})
+        census: Counter[Triple] = Counter()
+        for (t, w, o), n in found.items():
+            # Added, not assigned: spellings that differ only in case are one tenant.
+            census[(_tenant_of(t.decode("ascii", "replace")), bounded_name(w.decode("ascii", "replace")),
+                    _operation_of(o.decode("ascii", "replace")))] += n
+        return census
     return census_of_records(r.raw for r in decode_json(text, limits).records)
 
 

@@ -141,6 +141,13 @@ def test_outcomes_are_counted_per_tenant_and_skips_on_the_pipeline():
     assert deltas[PIPELINE_TENANT].count("skipped.invalid_json") == 1
 
 
+def test_the_census_adds_up_one_tenant_written_in_different_cases():
+    records = [record("Send", "Exchange", TENANT), record("Send", "Exchange", TENANT.lower())]
+    records[1]["OrganizationId"] = TENANT.lower()
+    assert census_of_bodies([orjson.dumps(records)], Limits()) == census_of_records(records)
+    assert census_of_records(records) == {(TENANT, "Exchange", "Send"): 2}
+
+
 def test_operation_families():
     assert family_of("TeamsTenantSettingChanged") == TENANT_SETTING
     assert family_of("TeamsAdminAction") == ADMIN_ACTION
