@@ -28,20 +28,35 @@ from detection.settings import Settings, SettingsError
 from detection.state import lifecycle
 from detection.state.delivery import HANDOFF, Deliverer, Progress
 from detection.state.lifecycle import OverflowPlan, Planned, StatePolicy, validate_settings
-from detection.state.outbox import OutboxReport, redeliver
+from detection.state.outbox import (
+    ByTenant,
+    OutboxReport,
+    add_by_tenant,
+    count_outcome,
+    plain_by_tenant,
+    redeliver,
+)
 from detection.state.store import AlertStore, ref_of
 from detection.state.tables import Stored
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Planned status other than "new" → the BatchReport field counting alerts stored with it.
+STORED_OUTCOMES = {"overflow": "overflow", "muted": "muted", "excepted": "excepted"}
 
 
 @dataclass
 class BatchReport:
     """What one batch did. `alerts` counts the engine's matches (excepted and overflow included);
-    `new`/`duplicates` say whether each was already stored; `suppressed` and `notified` count what this
-    run did, so a redelivered batch reports its alerts as duplicates and sends nothing."""
+    `new`/`duplicates` say whether each was already stored; `excepted`, `muted` and `overflow` count the
+    batch's alerts of each status; `suppressed` and `notified` count what this run did, so a
+    redelivered batch reports its alerts as duplicates and sends nothing.
+
+    `by_tenant` splits the outcomes by the alert's tenant, counting only what this run caused: alerts it
+    stored (`new`, and of those the `excepted`, `muted` and `overflow` ones), suppression it decided,
+    sends it made. A batch the hub delivers again adds nothing there, which is what the health counters
+    are built from."""
 
     bodies: int = 0
     records: int = 0
@@ -57,10 +72,12 @@ class BatchReport:
     delivery_failures: int = 0
     owed: int = 0
     duration_ms: int = 0
+    by_tenant: ByTenant = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["skips"] = dict(sorted(self.skips.items()))
+        data["by_tenant"] = plain_by_tenant(self.by_tenant)
         return data
 
     def add(self, other: BatchReport) -> None:
@@ -68,6 +85,8 @@ class BatchReport:
         for f in fields(self):
             if f.name == "skips":
                 self.skips.update(other.skips)
+            elif f.name == "by_tenant":
+                add_by_tenant(self.by_tenant, other.by_tenant)
             else:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -100,45 +119,47 @@ def handle_batch(
     deliverer = Deliverer(store, destinations, clock=clock, max_age=policy.max_age)
 
     # 1. Store every alert of the batch before notifying anyone.
-    pending: list[Stored] = []
+    pending: list[tuple[str, Stored]] = []
     overflow_owner: dict[str, str | None] = {}
     for planned in plan.alerts:
         stored, created = _persist(store, planned, now)
-        report.new += int(created)
+        tenant_id = planned.alert.tenant_id
+        count_outcome(report, tenant_id, "new", int(created))
         report.duplicates += int(not created)
         if planned.status == "new":
-            pending.append(stored)
-        elif planned.status == "overflow":
-            report.overflow += 1
+            pending.append((tenant_id, stored))
+            continue
+        # An alert found already stored was counted, for its tenant, by the run that stored it.
+        count_outcome(report, tenant_id, STORED_OUTCOMES[planned.status], per_tenant=created)
+        if planned.status == "overflow":
             overflow_owner[planned.alert.alert_id] = stored.entity.get("notice_id")
-        elif planned.status == "muted":
-            report.muted += 1
         elif planned.status == "excepted":
-            report.excepted += 1
             log.info("excepted: rule %s matched record %s (tenant %s) but an exception query applies; "
                      "stored as excepted, not notified", planned.alert.rule_id, planned.alert.record_id,
                      planned.alert.tenant_id)
 
     # 2. Decide suppression and notify, in batch order (the first alert of a window is its head).
-    for stored in pending:
+    for tenant_id, stored in pending:
         progress = deliverer.advance(stored)
-        report.suppressed += int(progress.role == "member")
-        report.notified += progress.notified
-        report.delivery_failures += progress.failures
-        report.owed += int(progress.owed)
+        count_outcome(report, tenant_id, "suppressed", int(progress.role == "member"))
+        _count_sends(report, tenant_id, progress)
 
     # 3. One summary per rule (and tenant) for the alerts past max_signals this batch stored.
     for overflow in plan.overflow:
         progress = _notify_overflow(deliverer, overflow, overflow_owner, now)
-        report.notified += progress.notified
-        report.delivery_failures += progress.failures
-        report.owed += int(progress.owed)
+        _count_sends(report, overflow.tenant_id, progress)
 
     # 4. Source health: one counters delta per tenant for the whole batch; never fails the batch.
     count_batch(bodies, settings=settings, clock=clock, rules=rules, report=report)
     report.duration_ms = int((time.monotonic() - started) * 1000)
     log.debug("batch: %s", report.to_dict())  # the host shell logs the one structured line per batch
     return report
+
+
+def _count_sends(report: BatchReport, tenant_id: str, progress: Progress) -> None:
+    count_outcome(report, tenant_id, "notified", progress.notified)
+    count_outcome(report, tenant_id, "delivery_failures", progress.failures)
+    report.owed += int(progress.owed)
 
 
 def _persist(store: AlertStore, planned: Planned, now: datetime) -> tuple[Stored, bool]:

@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from detection.handler import BatchReport, build_pipeline, handle_batch
@@ -201,9 +202,12 @@ def test_alerts_beyond_max_signals_are_stored_and_summarised_once(env: Env) -> N
         assert len(summaries) == 1 and summaries[0].count == 5
         assert summaries[0].first_event_time < summaries[0].last_event_time
         assert len(destination.of_type(AlertMessage)) == 3
+    # 3 alerts and the overflow summary, each to both destinations; all under the alerts' tenant.
+    assert report.by_tenant == {TENANT: {"new": 8, "overflow": 5, "notified": 8}}
     again = env.run(batch, rules=rules)
     assert (again.new, again.notified) == (0, 0)
     assert len(env.teams.of_type(OverflowMessage)) == 1
+    assert again.overflow == 5 and again.by_tenant == {}  # the batch still has them; this run stored none
 
 
 def test_overflow_inside_a_maintenance_window_is_muted_not_summarised(
@@ -234,6 +238,65 @@ def test_overlapping_batches_never_summarise_an_overflow_alert_twice(env: Env) -
     assert counts == [3, 2]
 
 
+# ---- outcomes per tenant ----
+
+OTHER_TENANT = "9f8e7d6c-5b4a-4321-8fed-cba987654321"
+SERVICE = "svc-teams@contoso.onmicrosoft.com"
+
+
+def test_the_report_splits_outcomes_by_tenant_and_a_redelivered_batch_adds_none(
+        state_settings_env: dict[str, str]) -> None:
+    env = Env(state_settings_env, EXCEPTIONS_KQL=f'user.id:"{SERVICE}"',
+              MAINTENANCE_WINDOWS="2026-11-30T15:00Z/2026-11-30T16:00Z")
+    ours = [record("a-head", at=T0 + timedelta(minutes=1)), record("a-member", at=T0 + timedelta(minutes=5)),
+            record("a-excepted", user=SERVICE)]
+    theirs = [record("b-1", tenant=OTHER_TENANT.upper()),
+              record("b-muted", tenant=OTHER_TENANT, at=T0 + timedelta(minutes=70))]
+    batch = body([*ours, *theirs])
+    report = env.run(batch)
+    assert (report.new, report.excepted, report.muted, report.suppressed, report.notified) == (5, 1, 1, 1, 4)
+    assert report.by_tenant == {TENANT: {"new": 3, "excepted": 1, "suppressed": 1, "notified": 2},
+                                OTHER_TENANT: {"new": 2, "muted": 1, "notified": 2}}
+    plain = report.to_dict()
+    assert orjson.loads(orjson.dumps(plain))["by_tenant"] == {
+        OTHER_TENANT: {"muted": 1, "new": 2, "notified": 2},
+        TENANT: {"excepted": 1, "new": 3, "notified": 2, "suppressed": 1}}
+
+    env.clock.advance(minutes=5)
+    again = env.run(batch)  # the hub delivers the same batch again
+    assert (again.duplicates, again.excepted, again.muted, again.notified) == (5, 1, 1, 0)
+    assert again.by_tenant == {} and again.to_dict()["by_tenant"] == {}
+
+    total = BatchReport()
+    for part in (report, again):
+        total.add(part)
+    assert total.new == 5 and total.duplicates == 5 and total.by_tenant == report.by_tenant
+
+
+def test_the_outbox_counts_what_it_does_under_the_tenant_of_each_alert(env: Env) -> None:
+    from detection.engine import detect
+    from detection.handler import _persist
+    from detection.state.lifecycle import plan_batch
+
+    records = [record("o-1", at=T0 + timedelta(minutes=1)), record("o-2", at=T0 + timedelta(minutes=2)),
+               record("o-3", tenant=OTHER_TENANT)]
+    found = detect([body(records)], env.rules, env.settings)
+    plan = plan_batch(found.alerts, [], [], rules={r.rule_id: r for r in env.rules}, overrides={},
+                      windows=(), now=env.clock())
+    for planned in plan.alerts:
+        _persist(env.store, planned, env.clock())  # stored, then the instance died before deciding
+    env.slack.answer = lambda message: (Outcome("retry", 503, "HTTP 503 from hooks.slack.com")
+                                        if message.alert.tenant_id == OTHER_TENANT
+                                        else Outcome("delivered", 200))
+    env.clock.now += HANDOFF
+    report = redeliver(env.deliverer())
+    assert (report.notified, report.failures, report.suppressed) == (3, 1, 1)
+    assert report.by_tenant == {TENANT: {"notified": 2, "suppressed": 1},
+                                OTHER_TENANT: {"notified": 1, "failures": 1}}
+    assert report.to_dict()["by_tenant"] == {OTHER_TENANT: {"failures": 1, "notified": 1},
+                                             TENANT: {"notified": 2, "suppressed": 1}}
+
+
 # ---- the outbox ----
 
 def test_an_owed_destination_is_retried_with_growing_delays_and_sent_once(env: Env) -> None:
@@ -250,6 +313,7 @@ def test_an_owed_destination_is_retried_with_growing_delays_and_sent_once(env: E
     env.clock.now = first_due
     second = redeliver(env.deliverer())
     assert (second.due, second.notified, second.failures) == (1, 0, 1)
+    assert second.by_tenant == {TENANT: {"failures": 1}}
     entry = codec.loads(env.alerts()["owed-1"]["ledger"], {})["slack"]
     assert entry["attempts"] == 2 and entry["http"] == 429
     next_due = lifecycle.parse_time(entry["next"])
