@@ -170,12 +170,43 @@ def observe(
 
 def count(pairs: Iterable[tuple[str | None, str]], *, amount: int = 1) -> dict[str, Counters]:
     """Named counters per tenant from (tenant_id, counter name) pairs: alerts, deliveries, skips."""
+    return tally((tenant_id, name, amount) for tenant_id, name in pairs)
+
+
+def tally(items: Iterable[tuple[str | None, str, int]]) -> dict[str, Counters]:
+    """Named counters per tenant from (tenant_id, counter name, n); no tenant is the pipeline's.
+
+    Tenant ids are keyed the way records' OrganizationId is, so a tenant's alerts and deliveries land
+    in the same counters as its records, whatever case the id was written in."""
     tallies: dict[str, dict[str, int]] = {}
-    for tenant_id, name in pairs:
-        tenant = bounded_name(tenant_id) if tenant_id else PIPELINE_TENANT
+    for tenant_id, name, n in items:
+        if not n:
+            continue
+        tenant = _tenant_of(tenant_id) if tenant_id else PIPELINE_TENANT
         counts = tallies.setdefault(tenant, {})
-        counts[name] = counts.get(name, 0) + amount
+        counts[name] = counts.get(name, 0) + n
     return {tenant: Counters(tenant, counts) for tenant, counts in tallies.items()}
+
+
+def with_outcomes(deltas: Mapping[str, Counters], outcomes: Mapping[str, Counters], *,
+                  limit: int = MAX_TENANTS_PER_BATCH) -> dict[str, Counters]:
+    """A batch's census deltas plus its outcomes, still at most `limit` tenants (plus OTHER and the
+    pipeline) so the batch stays a bounded number of writes.
+
+    A tenant the census already has keeps its outcomes; a new one takes a free place while there is
+    one, the rest are counted together under OTHER, as `observe` does with records."""
+    room = limit - sum(1 for tenant in deltas if tenant not in (OTHER, PIPELINE_TENANT))
+    placed: list[dict[str, Counters]] = []
+    for tenant, counters in sorted(outcomes.items()):
+        if tenant not in deltas and tenant not in (OTHER, PIPELINE_TENANT):
+            if room > 0:
+                room -= 1
+            else:
+                tenant = OTHER
+                counters = Counters(OTHER, counters.counts, counters.workloads, counters.families,
+                                    counters.operations)
+        placed.append({tenant: counters})
+    return combine(deltas, *placed)
 
 
 def combine(*deltas: Mapping[str, Counters]) -> dict[str, Counters]:

@@ -25,9 +25,9 @@ import orjson
 
 from detection.ecs import verbatim_source
 from detection.health import counters as names
-from detection.health.aggregate import Watch, census_of_bodies, combine, observe
+from detection.health.aggregate import Watch, census_of_bodies, observe, tally, with_outcomes
 from detection.health.checks import Evaluation, check_drift, check_silence
-from detection.health.counters import PIPELINE_TENANT, Counters
+from detection.health.counters import Counters
 from detection.health.inputs import RuleInputs, inputs_of
 from detection.health.notices import HealthState, advance, claim, due, heartbeat_day_due, settle
 from detection.health.store import HealthStore
@@ -46,14 +46,19 @@ LEASE = timedelta(minutes=10)
 # Counters kept beyond the drift window: today is partial and yesterday is the heartbeat's day.
 EXTRA_DAYS = timedelta(days=2)
 
-# BatchReport field → counter name, for the outcomes a batch reports as totals. Alerts are the ones this
-# run stored (`new`), not the engine's matches: the hub delivers at least once, and a batch handled again
-# finds its alerts already stored, so counting matches would report them twice.
+# BatchReport outcome → counter name, counted from the report's per-tenant breakdown into each tenant's
+# counters. Alerts are the ones this run stored (`new`), not the engine's matches: the hub delivers at
+# least once, and a batch handled again finds its alerts already stored, so counting matches would
+# report them twice. The breakdown holds only what the run caused, so a redelivered batch adds no
+# outcome (its records are counted again: they did arrive again).
 OUTCOME_COUNTERS = {
     "new": names.ALERTS, "suppressed": names.SUPPRESSED, "excepted": names.EXCEPTED,
     "overflow": names.OVERFLOW, "muted": names.MUTED, "notified": names.DELIVERED,
     "delivery_failures": names.DELIVERY_FAILED,
 }
+# OutboxReport outcome → counter name: what the redelivery timer delivered, gave up on or suppressed.
+OUTBOX_COUNTERS = {"notified": names.DELIVERED, "failures": names.DELIVERY_FAILED,
+                   "suppressed": names.SUPPRESSED}
 
 
 def keep_span(settings: Settings) -> timedelta:
@@ -66,19 +71,25 @@ def _action_renames() -> Callable[[str], str]:
     return lambda operation: renames.get(operation, operation)
 
 
+def outcome_items(by_tenant: Mapping[str, Mapping[str, int]] | None,
+                  counters: Mapping[str, str]) -> list[tuple[str | None, str, int]]:
+    """A report's per-tenant outcomes as (tenant, counter name, n), for `tally`."""
+    return [(tenant_id, counters[outcome], int(n)) for tenant_id, outcomes in (by_tenant or {}).items()
+            for outcome, n in outcomes.items() if outcome in counters]
+
+
 def batch_delta(bodies: Sequence[bytes], *, settings: Settings, now: datetime,
                 inputs: Sequence[RuleInputs], report: Any = None) -> dict[str, Counters]:
-    """One batch → one delta per tenant (plus the pipeline pseudo-tenant for batch-wide outcomes)."""
+    """One batch → one delta per tenant: its records, and its alerts and deliveries under the alert's
+    tenant; skipped bodies belong to no tenant and go on the pipeline pseudo-tenant."""
     deltas = observe(census_of_bodies(bodies, Limits.from_settings(settings)), now=now,
                      watch=Watch.of(inputs), action_of=_action_renames())
     if report is None:
         return deltas
     skips = getattr(report, "skips", None) or {}
-    outcomes = Counters(PIPELINE_TENANT, {
-        **{counter: int(getattr(report, field, 0) or 0) for field, counter in OUTCOME_COUNTERS.items()},
-        **{f"{names.SKIPPED}.{reason}": int(n) for reason, n in skips.items()},
-    })
-    return combine(deltas, {PIPELINE_TENANT: outcomes} if not outcomes.is_empty else {})
+    outcomes = tally([*outcome_items(getattr(report, "by_tenant", None), OUTCOME_COUNTERS),
+                      *((None, f"{names.SKIPPED}.{reason}", int(n)) for reason, n in skips.items())])
+    return with_outcomes(deltas, outcomes)
 
 
 def record_batch(store: HealthStore, bodies: Sequence[bytes], *, settings: Settings, clock: Clock,
@@ -124,16 +135,14 @@ def count_batch(bodies: Sequence[bytes], *, settings: Settings, clock: Clock, ru
 
 
 def count_outbox(report: Any, *, settings: Settings, clock: Clock) -> int:
-    """The redelivery timer's deliveries and final failures, so the heartbeat's totals include what was
-    delivered or given up on after its batch; never raising, like `count_batch`."""
-    outcomes = Counters(PIPELINE_TENANT, {
-        names.DELIVERED: int(getattr(report, "notified", 0) or 0),
-        names.DELIVERY_FAILED: int(getattr(report, "failures", 0) or 0),
-    })
-    if outcomes.is_empty:
+    """The redelivery timer's deliveries and failures under each alert's tenant, so the heartbeat
+    includes what was delivered or given up on after its batch; one write per tenant (bounded like a
+    batch), never raising, like `count_batch`."""
+    outcomes = with_outcomes({}, tally(outcome_items(getattr(report, "by_tenant", None), OUTBOX_COUNTERS)))
+    if not outcomes:
         return 0
     try:
-        return shared_store(settings).add({PIPELINE_TENANT: outcomes}, clock())
+        return shared_store(settings).add(outcomes, clock())
     except (SettingsError, StorageError) as exc:
         log.warning("health counters of this redelivery run not stored: %s", exc)
         return 0

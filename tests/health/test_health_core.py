@@ -25,12 +25,23 @@ from detection.health import (
 from detection.health.aggregate import (
     ADMIN_ACTION,
     CMDLETS,
+    MAX_TENANTS_PER_BATCH,
     TENANT_SETTING,
     census_of_bodies,
     census_of_records,
     family_of,
+    tally,
+    with_outcomes,
 )
-from detection.health.counters import ALERTS, MAX_KEYS, OTHER, PIPELINE_TENANT, RECORDS
+from detection.health.counters import (
+    ALERTS,
+    DELIVERED,
+    DELIVERY_FAILED,
+    MAX_KEYS,
+    OTHER,
+    PIPELINE_TENANT,
+    RECORDS,
+)
 from detection.health.notices import HealthState, advance, due, heartbeat_day_due, settle
 from detection.health.summary import build_summary, heartbeat_notice, render_text
 from detection.kql import parse
@@ -139,6 +150,30 @@ def test_outcomes_are_counted_per_tenant_and_skips_on_the_pipeline():
                      observe(census_of_records([record("TeamsAdminAction")]), now=T0, watch=Watch()))
     assert deltas[TENANT].count(ALERTS) == 2 and deltas[TENANT].count(RECORDS) == 1
     assert deltas[PIPELINE_TENANT].count("skipped.invalid_json") == 1
+
+
+def test_a_tenants_outcomes_join_its_records_whatever_the_case_of_its_id():
+    records = observe(census_of_records([record("TeamsAdminAction")]), now=T0, watch=Watch())
+    outcomes = tally([(TENANT.upper(), ALERTS, 2), (TENANT, DELIVERED, 1), (TENANT, DELIVERY_FAILED, 0)])
+    assert outcomes == {TENANT: Counters(TENANT, {ALERTS: 2, DELIVERED: 1})}  # zero counts are no write
+    joined = with_outcomes(records, outcomes)
+    assert set(joined) == {TENANT}
+    assert joined[TENANT].counts == {RECORDS: 1, ALERTS: 2, DELIVERED: 1}
+
+
+def test_outcomes_keep_a_batch_within_its_bound_of_tenants():
+    records = observe(census_of_records([record("Send", "Exchange", t) for t in (TENANT, OTHER_TENANT)]),
+                      now=T0, watch=Watch())
+    outcomes = tally([(TENANT, ALERTS, 1), ("third-tenant", ALERTS, 1), ("fourth-tenant", ALERTS, 2),
+                      (None, "skipped.invalid_json", 1)])
+    joined = with_outcomes(records, outcomes, limit=3)
+    assert set(joined) == {TENANT, OTHER_TENANT, "fourth-tenant", OTHER, PIPELINE_TENANT}
+    assert joined[TENANT].count(ALERTS) == 1 and joined[OTHER].count(ALERTS) == 1
+    assert sum(c.count(ALERTS) for c in joined.values()) == 4  # folded, never dropped
+    # The redelivery timer's outcomes have no census: the same bound applies to them alone.
+    many = tally((f"tenant-{i:03}", DELIVERED, 1) for i in range(150))
+    bounded = with_outcomes({}, many)
+    assert len(bounded) == MAX_TENANTS_PER_BATCH + 1 and bounded[OTHER].count(DELIVERED) == 50
 
 
 def test_the_census_adds_up_one_tenant_written_in_different_cases():

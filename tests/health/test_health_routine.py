@@ -215,14 +215,52 @@ def test_the_batch_handler_counts_every_batch_once_per_tenant(state_settings_env
     assert counted[TENANT].count("records") == 3
     assert counted[TENANT].workloads["Exchange"].count == 2
     assert counted[TENANT].families["TeamsTenantSettingChanged"].count == 1
-    totals = counted["_pipeline"]
-    assert totals.count("alerts") == 1 and totals.count("delivered") == 1
-    assert totals.count("skipped.invalid_json") == 1
+    assert counted[TENANT].count("alerts") == 1 and counted[TENANT].count("delivered") == 1
+    # A body that is not JSON belongs to no tenant: its skip is the pipeline's, and only that is.
+    assert counted["_pipeline"].counts == {"skipped.invalid_json": 1}
     # The hub delivers at least once: the same batch again arrives again, but is no new alert.
     again = pipeline.handle([orjson.dumps(seed_match)])
     assert again.alerts == 1 and again.duplicates == 1
-    totals = HealthStore.open(settings).days(T0.date(), T0.date())["_pipeline"]
-    assert totals.count("alerts") == 1 and totals.count("delivered") == 1
+    counted = HealthStore.open(settings).days(T0.date(), T0.date())
+    assert counted[TENANT].count("records") == 4  # records are counted per arrival
+    assert counted[TENANT].count("alerts") == 1 and counted[TENANT].count("delivered") == 1
+    pipeline.close()
+
+
+OTHER_TENANT = "9f8e7d6c-5b4a-4321-8fed-cba987654321"
+
+
+def seed_record(record_id: str, tenant: str, user: str) -> dict:
+    return {"Id": record_id, "CreationTime": "2026-12-01T07:59:00", "Operation": "TeamsTenantSettingChanged",
+            "Workload": "MicrosoftTeams", "OrganizationId": tenant, "RecordType": 25, "UserId": user,
+            "Name": "Allow sideloading and interaction of custom apps", "OldValue": "False",
+            "NewValue": "True"}
+
+
+def test_two_tenants_in_one_batch_have_their_outcomes_counted_each_under_its_own_id(state_settings_env):
+    clock = Clock(T0)
+    settings = Settings.from_env({**state_settings_env, "HEARTBEAT_ENABLED": "true"})
+    pipeline = build_pipeline(settings, clock=clock, console_stream=io.StringIO())
+    batch = [orjson.dumps([seed_record("a-1", TENANT, "admin@contoso.onmicrosoft.com"),
+                           seed_record("b-1", OTHER_TENANT.upper(), "admin@fabrikam.onmicrosoft.com"),
+                           seed_record("b-2", OTHER_TENANT, "ops@fabrikam.onmicrosoft.com")])]
+    report = pipeline.handle(batch)
+    assert report.new == 3 and report.notified == 3  # the console destination, once per alert
+    store = HealthStore.open(settings)
+    counted = store.days(T0.date(), T0.date())
+    assert set(counted) == {TENANT, OTHER_TENANT}  # no outcome left on the pipeline pseudo-tenant
+    assert [counted[t].count("records") for t in (TENANT, OTHER_TENANT)] == [1, 2]
+    assert [counted[t].count("alerts") for t in (TENANT, OTHER_TENANT)] == [1, 2]
+    assert [counted[t].count("delivered") for t in (TENANT, OTHER_TENANT)] == [1, 2]
+    # Bounded: one counters row per tenant for the whole batch, records and outcomes together.
+    assert len(list(store.tables.query("health", "kind eq @k", {"k": "counters"}))) == 2
+
+    pipeline.handle(batch)  # delivered again by the hub
+    counted = store.days(T0.date(), T0.date())
+    assert [counted[t].count("records") for t in (TENANT, OTHER_TENANT)] == [2, 4]
+    assert [counted[t].count("alerts") for t in (TENANT, OTHER_TENANT)] == [1, 2]
+    assert [counted[t].count("delivered") for t in (TENANT, OTHER_TENANT)] == [1, 2]
+
     pipeline.close()
 
 
@@ -234,12 +272,14 @@ def test_deliveries_made_by_the_redelivery_timer_are_counted(state_settings_env)
         pipeline = build_pipeline(settings, clock=clock, destinations=destinations)
         teams.expect_request("/teams").respond_with_data("busy", status=503)
         seed = next(t.record for r in RULES if r.rule_id == SEED for t in r.tests if t.expect_alert)
-        report = pipeline.handle([orjson.dumps(dict(seed, OrganizationId=TENANT))])
+        report = pipeline.handle([orjson.dumps(dict(seed, OrganizationId=OTHER_TENANT.upper()))])
         assert report.alerts == 1 and report.notified == 0
         teams.clear()
         teams.expect_request("/teams").respond_with_data("", status=202)
         clock.now = T0 + timedelta(minutes=10)
         assert pipeline.redeliver().notified == 1
-        totals = HealthStore.open(settings).days(T0.date(), T0.date())["_pipeline"]
-        assert totals.count("delivered") == 1
+        counted = HealthStore.open(settings).days(T0.date(), T0.date())
+        assert counted[OTHER_TENANT].count("delivered") == 1  # under the alert's tenant
+        assert counted[OTHER_TENANT].count("delivery_failed") == report.delivery_failures == 1
+        assert "_pipeline" not in counted
         pipeline.close()
