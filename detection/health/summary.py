@@ -27,8 +27,14 @@ from detection.health.counters import (
 )
 
 TOTALS = (RECORDS, ALERTS, SUPPRESSED, EXCEPTED, OVERFLOW, DELIVERED, DELIVERY_FAILED)
+OUTCOMES = TOTALS[1:]  # what came of a tenant's records, shown beside them
+# How the text and the heartbeat name each number.
+LABELS = {RECORDS: "records", ALERTS: "alerts", SUPPRESSED: "suppressed", EXCEPTED: "excepted",
+          OVERFLOW: "overflow", DELIVERED: "delivered", DELIVERY_FAILED: "delivery failures"}
 # Most findings one notice lists; the rest are counted ("and 4 more").
 MAX_NOTICE_FINDINGS = 12
+# Most tenants the heartbeat lists (after its findings, which matter more); `health` lists them all.
+MAX_NOTICE_TENANTS = 5
 
 
 def build_summary(
@@ -49,10 +55,11 @@ def build_summary(
     for tenant, counters in sorted(period.items()):
         if tenant == PIPELINE_TENANT:
             continue
-        # Outcomes (alerts, deliveries) are counted per batch, not per tenant: they are in the totals.
+        # The totals add every tenant up, including the pipeline's skips (and, in counters written
+        # before outcomes were kept per tenant, the alerts and deliveries counted there).
         tenants.append({
             "tenant_id": tenant,
-            "records": counters.count(RECORDS),
+            **{name: counters.count(name) for name in TOTALS},
             "workloads": {name: seen.count for name, seen in sorted(counters.workloads.items())},
             "families": {name: seen.count for name, seen in sorted(counters.families.items())},
         })
@@ -89,13 +96,13 @@ def render_text(summary: Mapping[str, Any]) -> str:
     lines = [
         f"health: {summary['status']}{_reasons(summary)}  (period {period['from']} .. {period['to']} UTC, "
         f"generated {summary['generated_at']})",
-        "records {records}  alerts {alerts}  suppressed {suppressed}  excepted {excepted}  "
-        "overflow {overflow}  delivered {delivered}  delivery failures {delivery_failed}  "
-        "skipped {skipped}".format(**totals),
+        "  ".join(f"{LABELS[name]} {totals[name]}" for name in TOTALS) + f"  skipped {totals['skipped']}",
     ]
     for tenant in summary["tenants"]:
         workloads = ", ".join(f"{k} {v}" for k, v in tenant["workloads"].items()) or "none"
         lines.append(f"tenant {tenant['tenant_id']}: {tenant['records']} records ({workloads})")
+        if any(tenant.get(name) for name in OUTCOMES):
+            lines.append("  " + "  ".join(f"{LABELS[name]} {tenant.get(name, 0)}" for name in OUTCOMES))
         if tenant["families"]:
             shapes = ", ".join(f"{k} {v}" for k, v in tenant["families"].items())
             lines.append(f"  Teams admin shapes: {shapes}")
@@ -123,7 +130,23 @@ def heartbeat_notice(summary: Mapping[str, Any]) -> dict[str, Any]:
         "Rules that may be blind": str(len(summary["drift"])) if summary["drift"] else "none",
     }
     _add_findings(notice, [*summary["silence"], *summary["drift"]])
+    _add_tenants(notice, summary["tenants"])
     return notice
+
+
+def _add_tenants(notice: dict[str, Any], tenants: Sequence[Mapping[str, Any]]) -> None:
+    """One line per tenant when there are several (with one, the totals are that tenant's): those with
+    delivery failures first, then by alerts, so the ones to look at are shown when the rest are cut."""
+    if len(tenants) < 2:
+        return
+    ranked = sorted(tenants, key=lambda t: (-t.get(DELIVERY_FAILED, 0), -t.get(ALERTS, 0),
+                                            -t.get(RECORDS, 0), t["tenant_id"]))
+    for i, tenant in enumerate(ranked[:MAX_NOTICE_TENANTS], 1):
+        numbers = ", ".join(f"{tenant.get(name, 0)} {LABELS[name]}"
+                            for name in (RECORDS, ALERTS, SUPPRESSED, DELIVERED, DELIVERY_FAILED))
+        notice[f"Tenant {i}"] = f"[{tenant['tenant_id']}] {numbers}"
+    if len(ranked) > MAX_NOTICE_TENANTS:
+        notice["More tenants"] = f"{len(ranked) - MAX_NOTICE_TENANTS} more not shown"
 
 
 def transition_notice(change: Transitions) -> dict[str, Any] | None:

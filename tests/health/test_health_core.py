@@ -41,6 +41,7 @@ from detection.health.counters import (
     OTHER,
     PIPELINE_TENANT,
     RECORDS,
+    SUPPRESSED,
 )
 from detection.health.notices import HealthState, advance, due, heartbeat_day_due, settle
 from detection.health.summary import build_summary, heartbeat_notice, render_text
@@ -401,6 +402,52 @@ def test_the_summary_counts_and_lists_findings():
     notice = heartbeat_notice(summary)
     assert notice["Alerts"] == "3" and notice["Delivery failures"] == "1"
     assert notice["Silent sources"] == "2"
+
+
+def tenant_counters(tenant: str, records: int, **counts: int) -> Counters:
+    return Counters(tenant, {RECORDS: records, **counts}, {"Exchange": Seen(records, T0, T0)})
+
+
+def test_the_summary_shows_each_tenants_alerts_and_deliveries_beside_its_records():
+    empty = Evaluation({}, frozenset())
+    period = {TENANT: tenant_counters(TENANT, 5, alerts=1, delivered=2),
+              OTHER_TENANT: tenant_counters(OTHER_TENANT, 9),
+              "third": tenant_counters("third", 1, alerts=3, suppressed=2, delivered=1, delivery_failed=1),
+              PIPELINE_TENANT: Counters(PIPELINE_TENANT, {"skipped.invalid_json": 4})}
+    summary = build_summary(period, first_day=T0.date(), last_day=T0.date(), silence=empty, drift=empty,
+                            now=T0, silence_threshold=DAY, drift_window=30 * DAY)
+    assert summary["totals"]["alerts"] == 4 and summary["totals"]["delivered"] == 3
+    assert summary["totals"]["skipped"] == 4
+    by_id = {t["tenant_id"]: t for t in summary["tenants"]}
+    assert set(by_id) == {TENANT, OTHER_TENANT, "third"}
+    assert (by_id["third"][ALERTS], by_id["third"][SUPPRESSED], by_id["third"][DELIVERY_FAILED]) == (3, 2, 1)
+    lines = render_text(summary).splitlines()
+    at = lines.index(f"tenant {TENANT}: 5 records (Exchange 5)")
+    assert lines[at + 1] == ("  alerts 1  suppressed 0  excepted 0  overflow 0  delivered 2  "
+                             "delivery failures 0")
+    quiet = lines.index(f"tenant {OTHER_TENANT}: 9 records (Exchange 9)")
+    assert not lines[quiet + 1].startswith("  alerts")  # nothing came of its records: no outcome line
+    notice = heartbeat_notice(summary)
+    # The tenant with a delivery failure first, then by alerts.
+    assert notice["Tenant 1"] == "[third] 1 records, 3 alerts, 2 suppressed, 1 delivered, 1 delivery failures"
+    assert notice["Tenant 2"].startswith(f"[{TENANT}] 5 records, 1 alerts")
+    assert notice["Tenant 3"].startswith(f"[{OTHER_TENANT}] 9 records, 0 alerts")
+
+
+def test_the_heartbeat_lists_tenants_only_when_there_are_several_and_a_bounded_number():
+    empty = Evaluation({}, frozenset())
+
+    def notice_for(period: dict) -> dict:
+        return heartbeat_notice(build_summary(period, first_day=T0.date(), last_day=T0.date(), silence=empty,
+                                              drift=empty, now=T0, silence_threshold=DAY,
+                                              drift_window=30 * DAY))
+
+    alone = notice_for({TENANT: tenant_counters(TENANT, 5, alerts=1)})
+    assert not any(key.startswith("Tenant") for key in alone) and alone["Alerts"] == "1"
+    many = notice_for({f"tenant-{i}": tenant_counters(f"tenant-{i}", 1, alerts=i) for i in range(8)})
+    shown = [many[f"Tenant {i}"].split("]")[0] for i in range(1, 6)]
+    assert shown == [f"[tenant-{i}" for i in (7, 6, 5, 4, 3)]  # the most alerts first
+    assert "Tenant 6" not in many and many["More tenants"] == "3 more not shown"
 
 
 def test_a_day_without_any_record_needs_attention_even_without_findings():

@@ -17,7 +17,7 @@ from detection.devserver import connection_string, free_port
 from detection.handler import build_pipeline
 from detection.health.routine import health_summary, record_batch, run_health
 from detection.health.store import HealthStore
-from detection.health.summary import render_text
+from detection.health.summary import heartbeat_notice, render_text
 from detection.notify.base import HealthMessage, destinations_from_settings
 from detection.notify.cardcheck import check_cards
 from detection.notify.teams import teams_payload
@@ -191,7 +191,6 @@ def test_health_message_summaries_render_as_cards(state_settings_env, server):
     clock.now += timedelta(hours=2)
     h.batch(body(("Exchange", "Send")))
     summary = health_summary(h.store, settings=h.settings, now=clock.now + timedelta(hours=3), rules=RULES)
-    from detection.health.summary import heartbeat_notice
     card = teams_payload(HealthMessage(heartbeat_notice(summary)))
     assert card["attachments"][0]["content"]["type"] == "AdaptiveCard"
     if shutil.which("node"):
@@ -261,6 +260,17 @@ def test_two_tenants_in_one_batch_have_their_outcomes_counted_each_under_its_own
     assert [counted[t].count("alerts") for t in (TENANT, OTHER_TENANT)] == [1, 2]
     assert [counted[t].count("delivered") for t in (TENANT, OTHER_TENANT)] == [1, 2]
 
+    summary = health_summary(store, settings=settings, now=clock.now, rules=RULES, days=0)
+    assert summary["totals"]["alerts"] == 3 and summary["totals"]["delivered"] == 3
+    by_id = {t["tenant_id"]: t for t in summary["tenants"]}
+    assert (by_id[OTHER_TENANT]["alerts"], by_id[OTHER_TENANT]["delivered"]) == (2, 2)
+    text = render_text(summary)
+    assert (f"tenant {OTHER_TENANT}: 4 records (MicrosoftTeams 4)\n"
+            "  alerts 2  suppressed 0  excepted 0  overflow 0  delivered 2  delivery failures 0") in text
+    notice = heartbeat_notice(summary)
+    assert notice["Tenant 1"] == (f"[{OTHER_TENANT}] 4 records, 2 alerts, 0 suppressed, 2 delivered, "
+                                  "0 delivery failures")
+    assert notice["Tenant 2"].startswith(f"[{TENANT}] 2 records, 1 alerts")
     pipeline.close()
 
 
