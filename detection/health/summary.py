@@ -142,7 +142,7 @@ def _add_tenants(notice: dict[str, Any], tenants: Sequence[Mapping[str, Any]]) -
     ranked = sorted(tenants, key=lambda t: (-t.get(DELIVERY_FAILED, 0), -t.get(ALERTS, 0),
                                             -t.get(RECORDS, 0), t["tenant_id"]))
     for i, tenant in enumerate(ranked[:MAX_NOTICE_TENANTS], 1):
-        numbers = ", ".join(f"{tenant.get(name, 0)} {LABELS[name]}"
+        numbers = ", ".join(f"{LABELS[name]} {tenant.get(name, 0)}"
                             for name in (RECORDS, ALERTS, SUPPRESSED, DELIVERED, DELIVERY_FAILED))
         notice[f"Tenant {i}"] = f"[{tenant['tenant_id']}] {numbers}"
     if len(ranked) > MAX_NOTICE_TENANTS:

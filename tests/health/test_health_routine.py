@@ -268,9 +268,9 @@ def test_two_tenants_in_one_batch_have_their_outcomes_counted_each_under_its_own
     assert (f"tenant {OTHER_TENANT}: 4 records (MicrosoftTeams 4)\n"
             "  alerts 2  suppressed 0  excepted 0  overflow 0  delivered 2  delivery failures 0") in text
     notice = heartbeat_notice(summary)
-    assert notice["Tenant 1"] == (f"[{OTHER_TENANT}] 4 records, 2 alerts, 0 suppressed, 2 delivered, "
-                                  "0 delivery failures")
-    assert notice["Tenant 2"].startswith(f"[{TENANT}] 2 records, 1 alerts")
+    assert notice["Tenant 1"] == (f"[{OTHER_TENANT}] records 4, alerts 2, suppressed 0, delivered 2, "
+                                  "delivery failures 0")
+    assert notice["Tenant 2"].startswith(f"[{TENANT}] records 2, alerts 1,")
     pipeline.close()
 
 
