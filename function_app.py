@@ -14,7 +14,6 @@ import typing
 import azure.functions as func
 
 from detection import hosting
-from detection.health.routine import health_timer
 
 RUNTIME = hosting.start(os.environ)
 
@@ -59,4 +58,4 @@ def cleanup(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule=RUNTIME.settings.health_schedule, run_on_startup=False,
                    use_monitor=True)
 def health(timer: func.TimerRequest) -> None:
-    health_timer(RUNTIME.pipeline())
+    RUNTIME.health()

@@ -28,6 +28,7 @@ import orjson
 
 from detection.deadletter import BatchOrigin, DeadLetterStore, resolve_location, write_best_effort
 from detection.handler import BatchReport, Pipeline, build_pipeline
+from detection.health.routine import health_timer
 from detection.notify.base import system_clock
 from detection.rules import RuleError
 from detection.settings import Settings, SettingsError
@@ -248,3 +249,6 @@ class Runtime:
         report = self.pipeline().cleanup()
         log.info(_line("cleanup", report))
         return report
+
+    def health(self) -> dict[str, Any]:
+        return health_timer(self.pipeline())
