@@ -13,9 +13,18 @@ from typing import Any
 
 import orjson
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from detection.handler import BatchReport, build_pipeline, handle_batch
-from detection.notify.base import AlertMessage, DeliveryFailedMessage, Outcome, OverflowMessage
+from detection.notify.base import (
+    AlertMessage,
+    DeliveryFailedMessage,
+    Outcome,
+    OverflowMessage,
+    destinations_from_settings,
+)
+from detection.notify.cardcheck import check_cards
 from detection.settings import Settings, SettingsError
 from detection.state import codec, lifecycle
 from detection.state.delivery import HANDOFF, LEASE, Deliverer
@@ -375,6 +384,99 @@ def test_a_permanent_failure_is_final_at_once(env: Env) -> None:
     assert env.alerts()["archived"]["status"] == "failed"
     assert len(env.teams.of_type(DeliveryFailedMessage)) == 1
     assert "410" in codec.loads(env.alerts()["archived"]["ledger"], {})["slack"]["error"]
+
+
+def slack_answer(overflow: Response, alert: Response) -> Any:
+    """A Slack webhook that answers overflow summaries one way and everything else another."""
+    def answer(request: Request) -> Response:
+        payload = orjson.loads(request.get_data())
+        return overflow if " more alerts: " in payload["text"] else alert
+    return answer
+
+
+def cards(server: HTTPServer) -> list[dict[str, Any]]:
+    return [orjson.loads(request.get_data()) for request, _ in server.log]
+
+
+def title_of(envelope: dict[str, Any]) -> str:
+    return envelope["attachments"][0]["content"]["body"][0]["items"][0]["inlines"][0]["text"]
+
+
+def test_an_overflow_summary_slack_refuses_is_announced_to_teams_once(
+        state_settings_env: dict[str, str]) -> None:
+    with HTTPServer(host="127.0.0.1", port=0, threaded=True) as teams, \
+            HTTPServer(host="127.0.0.1", port=0, threaded=True) as slack:
+        teams.expect_request("/teams", method="POST").respond_with_data("", status=202)
+        slack.expect_request("/slack", method="POST").respond_with_handler(slack_answer(
+            overflow=Response("channel_is_archived", status=410), alert=Response("ok", status=200)))
+        env = Env(state_settings_env, TEAMS_WEBHOOK_URL=teams.url_for("/teams"),
+                  SLACK_WEBHOOK_URL=slack.url_for("/slack"))
+        destinations = destinations_from_settings(env.settings, clock=env.clock, sleep=lambda s: None)
+        rules = [seed_rule(max_signals=3)]
+        batch = body(users(8))
+
+        def run() -> BatchReport:
+            return handle_batch([batch], settings=env.settings, clock=env.clock, store=env.store,
+                                destinations=destinations, rules=rules)
+
+        report = run()
+        # 3 alerts to both, the summary to Teams; the failure notice is not one of the batch's sends.
+        assert (report.new, report.overflow, report.notified, report.delivery_failures) == (8, 5, 7, 1)
+        for _ in range(2):  # two timer runs, a day apart
+            env.clock.advance(days=1)
+            assert redeliver(Deliverer(env.store, destinations, clock=env.clock,
+                                       max_age=env.policy.max_age)).notified == 0
+        env.clock.advance(minutes=5)
+        assert run().notified == 0  # and the hub delivers the batch again
+
+        titles = [title_of(card) for card in cards(teams)]
+        failure_cards = [c for c in cards(teams) if title_of(c).startswith("Overflow summary not delivered")]
+        assert len(titles) == 3 + 1 + 1 and len(failure_cards) == 1
+        assert titles[-1] == ("Overflow summary not delivered to slack: Microsoft 365 Teams Custom "
+                              "Application Interaction Allowed")
+        check = check_cards(failure_cards)  # Microsoft's Adaptive Cards SDK
+        assert check.ok, check.lines
+        body_of = failure_cards[0]["attachments"][0]["content"]["body"]
+        rows = [row for row in body_of if row["type"] == "ColumnSet"]
+        facts = dict(tuple(col["items"][0]["inlines"][0]["text"] for col in row["columns"]) for row in rows)
+        assert facts["Alerts in the summary"] == "5" and facts["Destination"] == "slack"
+        assert facts["Last error"] == "HTTP 410 from 127.0.0.1: channel_is_archived"
+        assert slack.url_for("/slack") not in orjson.dumps(failure_cards).decode()  # the URL is the secret
+        slack_texts = [payload["text"] for payload in cards(slack)]
+        assert len(slack_texts) == 3 + 1 and sum(" more alerts: " in t for t in slack_texts) == 1
+        assert not any("not delivered" in text for text in slack_texts)
+
+        notices = [n.entity for n in env.store.list(kind="notice")]
+        kinds = sorted(n["notice_kind"] for n in notices)
+        assert kinds == ["delivery_failed", "overflow"]  # one of each, whatever ran twice
+        (notice,) = [n for n in notices if n["notice_kind"] == "overflow"]
+        ledger = codec.loads(notice["ledger"], {})
+        assert notice["status"] == "failed"
+        assert (ledger["slack"]["state"], ledger["slack"]["http"], ledger["teams"]["state"]) == (
+            "failed", 410, "accepted")
+        assert codec.loads(notice["failures_noticed"], []) == ["slack"]
+        assert env.owed_rows() == []
+        for destination in destinations:
+            destination.close()
+
+
+def test_an_overflow_summary_past_max_age_is_announced_to_the_other_destinations(
+        state_settings_env: dict[str, str]) -> None:
+    env = Env(state_settings_env, DELIVERY_MAX_AGE="1h")
+    busy, ok = Outcome("retry", 503, "HTTP 503 from hooks.slack.com"), Outcome("delivered", 200)
+    env.slack.answer = lambda message: busy if isinstance(message, OverflowMessage) else ok
+    env.run(body(users(8)), rules=[seed_rule(max_signals=3)])
+    for _ in range(30):
+        env.clock.advance(minutes=10)
+        redeliver(env.deliverer())
+    (summary,) = env.teams.of_type(OverflowMessage)
+    (failed,) = env.teams.of_type(DeliveryFailedMessage)
+    assert failed.overflow == summary and failed.alert is None and failed.destination == "slack"
+    assert failed.error.startswith("gave up after 1h: HTTP 503")
+    assert env.slack.of_type(DeliveryFailedMessage) == []
+    assert len(env.slack.of_type(OverflowMessage)) > 1  # retried until the maximum age
+    assert env.owed_rows() == []
+    assert len(env.alerts(status="overflow")) == 5  # the alerts themselves stay listed as overflow
 
 
 def test_the_outbox_finishes_an_alert_whose_instance_died_before_deciding(env: Env) -> None:

@@ -93,15 +93,27 @@ class OverflowMessage:
 
 @dataclass(frozen=True)
 class DeliveryFailedMessage:
-    """An alert one destination never received; sent to the others so somebody still sees it."""
+    """A notification one destination never received, sent to the others so somebody still sees it.
 
-    alert: Alert
+    The subject is what went undelivered: an alert, or the overflow summary standing in for the
+    alerts past a rule's max_signals (losing that one silently would hide all of them at once)."""
+
+    subject: Alert | OverflowMessage
     destination: str
     error: str
 
     @property
+    def alert(self) -> Alert | None:
+        return self.subject if isinstance(self.subject, Alert) else None
+
+    @property
+    def overflow(self) -> OverflowMessage | None:
+        return self.subject if isinstance(self.subject, OverflowMessage) else None
+
+    @property
     def key(self) -> str:
-        return f"{self.alert.alert_id}-undelivered-{self.destination}"
+        subject = self.subject.alert_id if isinstance(self.subject, Alert) else self.subject.key
+        return f"{subject}-undelivered-{self.destination}"
 
 
 @dataclass(frozen=True)

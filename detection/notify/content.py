@@ -180,34 +180,58 @@ def overflow_content(message: OverflowMessage) -> Content:
 
 
 def delivery_failed_content(message: DeliveryFailedMessage) -> Content:
-    alert = message.alert
     destination = _value(message.destination)
+    subject = message.subject
+    if isinstance(subject, OverflowMessage):
+        title = f"Overflow summary not delivered to {destination}: {_value(subject.rule_name)}"
+        intro = (f"{subject.count} alerts past the rule's max_signals are stored and listed with status "
+                 "overflow, but one destination never received their summary.")
+        severity, details = subject.severity, (
+            Fact("Alerts in the summary", str(subject.count)),
+            Fact("Tenant", _value(subject.tenant_id)),
+            Fact("First event time", _value(subject.first_event_time)),
+            Fact("Last event time", _value(subject.last_event_time)),
+            Fact("Rule id", _value(subject.rule_id)),
+        )
+        first_step = ("List the stored alerts of this rule with status overflow (`alerts list --status "
+                      "overflow --rule RULE_ID`): none was lost.")
+        not_again = "this summary is not sent there again"
+        reference = Fact("Notice id", _value(subject.key))
+    else:
+        title = f"Alert not delivered to {destination}: {_value(subject.rule_name)}"
+        intro = "The alert is stored and listed, but one destination never received it."
+        severity, details = subject.severity, (
+            Fact("Changed by", _value(subject.user_id)),
+            Fact("Tenant", _value(subject.tenant_id)),
+            Fact("Event time", _value(subject.event_time)),
+            Fact("Rule id", _value(subject.rule_id)),
+        )
+        first_step = "Read the alert here or in the alert list: it was not lost."
+        not_again = "this alert is not sent there again (its status stays failed)"
+        reference = Fact("Alert id", _value(subject.alert_id))
     return Content(
         kind="delivery_failed",
         key=message.key,
-        title=f"Alert not delivered to {destination}: {_value(alert.rule_name)}",
-        severity=_severity(alert.severity),
-        intro="The alert is stored and listed, but one destination never received it.",
+        title=title,
+        severity=_severity(severity),
+        intro=intro,
         facts=(
             Fact("Destination", destination),
             Fact("Last error", _value(message.error)),
-            Fact("Severity", _severity_label(alert.severity)),
-            Fact("Changed by", _value(alert.user_id)),
-            Fact("Tenant", _value(alert.tenant_id)),
-            Fact("Event time", _value(alert.event_time)),
-            Fact("Rule id", _value(alert.rule_id)),
+            Fact("Severity", _severity_label(severity)),
+            *details,
         ),
         steps=(
             Steps("Respond", (
-                "Read the alert here or in the alert list: it was not lost.",
+                first_step,
                 "Check the destination's webhook: a Teams flow stops when its owner leaves, a Slack "
                 "webhook stops when its channel is archived or the app is removed.",
-                "After fixing it, `python -m detection redeliver` sends the alerts still owed to it; "
-                "this one is not sent there again (its status stays failed), so forward it by hand.",
+                "After fixing it, `python -m detection redeliver` sends what is still owed to it; "
+                f"{not_again}, so forward it by hand.",
             )),
         ),
         links=(Link("Search the audit log (Purview)", PURVIEW_AUDIT_SEARCH),),
-        reference=Fact("Alert id", _value(alert.alert_id)),
+        reference=reference,
     )
 
 

@@ -50,7 +50,12 @@ def document(message: Message) -> dict[str, Any]:
     elif isinstance(message, OverflowMessage):
         doc.update(dataclasses.asdict(message))
     elif isinstance(message, DeliveryFailedMessage):
-        doc.update(destination=message.destination, error=message.error, alert=message.alert.to_dict())
+        doc.update(destination=message.destination, error=message.error)
+        subject = message.subject
+        if isinstance(subject, OverflowMessage):
+            doc.update(overflow=dataclasses.asdict(subject))
+        else:
+            doc.update(alert=subject.to_dict())
     else:
         doc.update(summary=message.summary)
     return doc

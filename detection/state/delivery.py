@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from detection.alerts import Alert
 from detection.notify.base import (
     AlertMessage,
     DeliveryFailedMessage,
@@ -181,8 +182,9 @@ class Deliverer:
 
     def _settle(self, stored: Stored, progress: Progress, *, changed: bool) -> None:
         """Point the owed index at the next attempt, tell the other destinations about any destination
-        that will never get this alert, and only then drop the index row: until the notices exist, the
-        row is what brings the outbox back to send them if this instance dies or storage fails here.
+        that will never get this alert or overflow summary, and only then drop the index row: until the
+        notices exist, the row is what brings the outbox back to send them if this instance dies or
+        storage fails here.
         A deliverable this call did not change needs no index write (a redelivered batch costs none)."""
         now = self.clock()
         ref = ref_of(stored.entity)
@@ -190,7 +192,7 @@ class Deliverer:
         if lifecycle.owes(ledger):
             self.store.mark_owed(ref, lifecycle.next_due(ledger) or now, now)
             progress.owed = True
-        if stored.entity.get("kind") == "alert" and self._notice_failures(stored, ledger, now):
+        if _announced(stored.entity) and self._notice_failures(stored, ledger, now):
             changed = True
         if changed and not lifecycle.owes(ledger):
             self.store.clear_owed(ref)
@@ -200,27 +202,31 @@ class Deliverer:
         every destination that failed has been announced to the others."""
         if entity.get("owed") or entity.get("role") == "undecided":
             return False
-        return entity.get("kind") != "alert" or not _unnoticed(entity)
+        return not _announced(entity) or not _unnoticed(entity)
 
     def _notice_failures(self, stored: Stored, ledger: lifecycle.Ledger, now: datetime) -> bool:
         """Send the delivery-failed notice of every newly failed destination; True if there was one."""
         noticed = set(codec.loads(stored.entity.get("failures_noticed"), []))
         unnoticed = sorted(_unnoticed(stored.entity))
+        subject, problem = _subject(stored.entity)
         for name in unnoticed:
-            entry = ledger[name]
-            alert = codec.alert_from_entity(stored.entity)
-            message = DeliveryFailedMessage(alert, name, str(entry.get("error") or "delivery failed"))
-            others = [d.name for d in self.destinations if d.name != name and d.accepts(message)]
-            log.warning("alert %s (rule %s, record %s) was not delivered to %s: %s", alert.alert_id,
-                        alert.rule_id, alert.record_id, name, entry.get("error"))
-            if others:
-                ref = ref_of(stored.entity)
-                notice = self.store.notice_entity(
-                    tenant_id=alert.tenant_id, notice=keys.notice_id("failed", ref.partition, ref.row, name),
-                    notice_kind="delivery_failed", now=now, ledger=lifecycle.new_ledger(others, now),
-                    body={"alert_pk": ref.partition, "alert_rk": ref.row, "destination": name,
-                          "error": message.error})
-                self.deliver_new(notice)
+            error = str(ledger[name].get("error") or "delivery failed")
+            log.warning("%s was not delivered to %s: %s", _described(subject, stored.entity), name, error)
+            if subject is None:
+                log.error("%s: no delivery-failed notice possible: %s", ref_of(stored.entity), problem)
+            else:
+                message = DeliveryFailedMessage(subject, name, error)
+                others = [d.name for d in self.destinations if d.name != name and d.accepts(message)]
+                if others:
+                    ref = ref_of(stored.entity)
+                    # alert_pk/alert_rk name the undelivered deliverable, an alert or an overflow notice.
+                    notice = self.store.notice_entity(
+                        tenant_id=subject.tenant_id, notice=keys.notice_id("failed", ref.partition, ref.row,
+                                                                           name),
+                        notice_kind="delivery_failed", now=now, ledger=lifecycle.new_ledger(others, now),
+                        body={"alert_pk": ref.partition, "alert_rk": ref.row, "destination": name,
+                              "error": message.error})
+                    self.deliver_new(notice)
             noticed.add(name)
             stored = self.store.update(stored, {"failures_noticed": codec.dumps(sorted(noticed))}, now)
         return bool(unnoticed)
@@ -247,22 +253,53 @@ class Deliverer:
         """The message a deliverable sends, or None and why it cannot be built (never on a retry either)."""
         if entity.get("kind") == "alert":
             return alert_message(entity), ""
-        body = codec.loads(entity.get("message"), {})
         if entity.get("notice_kind") == "overflow":
-            try:
-                return OverflowMessage(**body), ""
-            except TypeError:
-                return None, "the stored overflow notice is unreadable"
+            return _overflow(entity)
+        body = codec.loads(entity.get("message"), {})
         target = self.store.get(Ref(str(body.get("alert_pk")), str(body.get("alert_rk"))))
         if target is None:
-            return None, "the alert this notice is about is no longer stored"
-        return DeliveryFailedMessage(codec.alert_from_entity(target.entity), str(body.get("destination")),
-                                     str(body.get("error"))), ""
+            return None, "the alert or summary this notice is about is no longer stored"
+        subject, problem = _subject(target.entity)
+        if subject is None:
+            return None, problem
+        return DeliveryFailedMessage(subject, str(body.get("destination")), str(body.get("error"))), ""
 
 
 def alert_message(entity: dict[str, Any]) -> AlertMessage:
     """The message a stored alert is notified with: the alert and the suppressed count it reports."""
     return AlertMessage(codec.alert_from_entity(entity), int(entity.get("suppressed_count") or 0))
+
+
+def _announced(entity: Mapping[str, Any]) -> bool:
+    """Deliverables whose failed destinations are announced to the others: alerts, and overflow
+    summaries (each stands in for alerts that have no notification of their own). A delivery-failed
+    notice is not: a notice about a notice could go back and forth between two failing destinations."""
+    return entity.get("kind") == "alert" or entity.get("notice_kind") == "overflow"
+
+
+def _subject(entity: Mapping[str, Any]) -> tuple[Alert | OverflowMessage | None, str]:
+    """What an alert or overflow notice is about, or None and why it cannot be read back."""
+    if entity.get("kind") == "alert":
+        return codec.alert_from_entity(dict(entity)), ""
+    if entity.get("notice_kind") == "overflow":
+        return _overflow(entity)
+    return None, f"a {entity.get('notice_kind') or 'notice'} notice has no subject of its own"
+
+
+def _overflow(entity: Mapping[str, Any]) -> tuple[OverflowMessage | None, str]:
+    try:
+        return OverflowMessage(**codec.loads(entity.get("message"), {})), ""
+    except TypeError:
+        return None, "the stored overflow notice is unreadable"
+
+
+def _described(subject: Alert | OverflowMessage | None, entity: Mapping[str, Any]) -> str:
+    """How the log names what went undelivered: ids and rule, never a value from the record."""
+    if isinstance(subject, Alert):
+        return f"alert {subject.alert_id} (rule {subject.rule_id}, record {subject.record_id})"
+    if isinstance(subject, OverflowMessage):
+        return f"overflow summary {entity.get('RowKey')} ({subject.count} alerts of rule {subject.rule_id})"
+    return str(ref_of(entity))
 
 
 def _unnoticed(entity: Mapping[str, Any]) -> set[str]:

@@ -70,6 +70,14 @@ def injected_alert(payload: str) -> Alert:
                       new_value=payload, tenant_id=payload, ecs={"o365": {"audit": {"Name": payload}}})
 
 
+def overflow_message(**changes: Any) -> OverflowMessage:
+    message = OverflowMessage(rule_id="bbd1a775-8267-41fa-9232-20e5582596ac",
+                              rule_name="Microsoft 365 Teams Custom Application Interaction Allowed",
+                              severity="medium", tenant_id="4b2c9e11", count=250,
+                              first_event_time="2026-11-30T14:00:00Z", last_event_time="2026-11-30T14:04:59Z")
+    return dataclasses.replace(message, **changes)
+
+
 def health_summary(entries: int = 3) -> dict[str, Any]:
     summary: dict[str, Any] = {"title": "Detection health", "severity": "high"}
     summary.update({f"workload {i}": {"status": "silent", "last_seen": "2026-11-29T10:00:00Z"}
@@ -88,14 +96,15 @@ def all_messages() -> Iterator[tuple[str, Any]]:
     for i, payload in enumerate(INJECTIONS):
         yield f"injection-{i}", AlertMessage(injected_alert(payload), suppressed_count=1)
     yield "huge", AlertMessage(huge_alert(), suppressed_count=10**9)
-    yield "overflow", OverflowMessage(rule_id="bbd1a775-8267-41fa-9232-20e5582596ac",
-                                      rule_name="Microsoft 365 Teams Custom Application Interaction Allowed",
-                                      severity="medium", tenant_id="4b2c9e11", count=250,
-                                      first_event_time="2026-11-30T14:00:00Z",
-                                      last_event_time="2026-11-30T14:04:59Z")
+    yield "overflow", overflow_message()
     yield "delivery-failed", DeliveryFailedMessage(make_alert(), "slack",
                                                    "HTTP 410 from hooks.slack.com: channel_is_archived")
     yield "delivery-failed-huge", DeliveryFailedMessage(huge_alert(), "teams", "x" * 100_000)
+    yield "delivery-failed-overflow", DeliveryFailedMessage(
+        overflow_message(), "slack", "HTTP 410 from hooks.slack.com: channel_is_archived")
+    yield "delivery-failed-overflow-hostile", DeliveryFailedMessage(
+        overflow_message(rule_name="Rule " + " ".join(INJECTIONS), tenant_id="t" * 10_000,
+                         rule_id="r" * 10_000, first_event_time=INJECTIONS[2]), "teams", "x" * 100_000)
     yield "health", HealthMessage(health_summary())
     yield "health-huge", HealthMessage(health_summary(500) | {"note": "n" * 100_000})
     yield "health-empty", HealthMessage({})

@@ -69,3 +69,16 @@ def test_the_delivery_failed_steps_do_not_promise_a_resend_to_the_failed_destina
     content = delivery_failed_content(DeliveryFailedMessage(make_alert(), "teams", "HTTP 410"))
     steps = " ".join(content.steps[0].items)
     assert "not sent there again" in steps and "status stays failed" in steps
+
+
+def test_the_overflow_delivery_failed_steps_point_at_the_stored_alerts_and_promise_no_resend():
+    from detection.notify.base import DeliveryFailedMessage
+    from detection.notify.content import delivery_failed_content
+    from tests.notify.notify_samples import overflow_message
+
+    content = delivery_failed_content(DeliveryFailedMessage(overflow_message(), "slack", "HTTP 410"))
+    first, _, last = content.steps[0].items
+    assert "status overflow" in first and "none was lost" in first
+    assert "this summary is not sent there again" in last
+    assert content.intro is not None and content.intro.startswith("250 alerts past the rule's max_signals")
+    assert content.severity == "medium" and content.kind == "delivery_failed"

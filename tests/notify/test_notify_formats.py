@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -13,7 +14,15 @@ from detection.notify.content import PURVIEW_AUDIT_SEARCH, TEAMS_ADMIN_APPS, con
 from detection.notify.slack import slack_payload
 from detection.notify.teams import MAX_MESSAGE_BYTES, teams_payload
 from detection.notify.text import TRUNCATION_MARKER, clean, slack_escape
-from tests.notify.notify_samples import INJECTIONS, all_messages, huge_alert, injected_alert, make_alert
+from detection.notify.webhook import body_bytes
+from tests.notify.notify_samples import (
+    INJECTIONS,
+    all_messages,
+    huge_alert,
+    injected_alert,
+    make_alert,
+    overflow_message,
+)
 
 MESSAGES = list(all_messages())
 IDS = [name for name, _ in MESSAGES]
@@ -272,6 +281,47 @@ def test_overflow_delivery_failed_and_health_titles():
     health = content_for(HealthMessage({"title": "Workload silent", "severity": "high", "workload": "Teams"}))
     assert health.title == "Workload silent" and health.severity == "high"
     assert [(f.label, f.value) for f in health.facts] == [("workload", "Teams")]
+
+
+def test_an_undelivered_overflow_summary_is_announced_with_its_count_and_time_range():
+    summary = overflow_message()
+    failed = DeliveryFailedMessage(summary, "slack", "HTTP 410 from hooks.slack.com: channel_is_archived")
+    assert (failed.alert, failed.overflow) == (None, summary)
+    assert failed.key == f"{summary.key}-undelivered-slack"
+    assert failed.key != DeliveryFailedMessage(summary, "teams", "x").key
+
+    card = card_of(teams_payload(failed))
+    title = card["body"][0]["items"][0]["inlines"][0]["text"]
+    assert title == "Overflow summary not delivered to slack: Microsoft 365 Teams Custom Application " \
+                    "Interaction Allowed"
+    rows = fact_rows(card)
+    assert rows["Destination"] == "slack" and rows["Alerts in the summary"] == "250"
+    assert (rows["First event time"], rows["Last event time"]) == (summary.first_event_time,
+                                                                   summary.last_event_time)
+    assert rows["Rule id"] == summary.rule_id and rows["Last error"].startswith("HTTP 410")
+    assert f"Notice id {summary.key}" in card["body"][-1]["inlines"][0]["text"]
+    assert "Changed by" not in rows  # a summary has no single actor
+
+    slack = slack_payload(failed)
+    assert slack["text"].startswith("🟡 Medium: `Overflow summary not delivered to slack: ")
+    fields = [f["text"] for block in slack["blocks"] for f in block.get("fields", [])]
+    assert "*Alerts in the summary*\n`250`" in fields
+    assert slack["blocks"][-2]["text"]["text"].startswith("*Respond*\n1. List the stored alerts")
+
+    document = orjson.loads(body_bytes(failed))
+    assert document["type"] == "delivery_failed" and document["id"] == failed.key
+    assert document["overflow"] == dataclasses.asdict(summary) and "alert" not in document
+
+
+def test_an_undelivered_overflow_summary_with_a_hostile_rule_name_stays_inert_in_slack():
+    failed = dict(all_messages())["delivery-failed-overflow-hostile"]
+    message = slack_payload(failed)
+    for text in all_texts(message):
+        assert "<" not in text and ">" not in text
+    assert "`Overflow summary not delivered to teams: Rule &lt;!channel&gt;" in message["text"]
+    title = card_of(teams_payload(failed))["body"][0]["items"][0]["inlines"][0]
+    assert title["type"] == "TextRun" and title["text"].startswith("Overflow summary not delivered to teams: "
+                                                                   "Rule <!channel>")  # as text, no markup
 
 
 def test_overflow_keys_are_stable_and_distinct():
