@@ -47,26 +47,16 @@ RETRY_MAX_INTERVAL = "00:05:00"
 # Retention cleanup: once a day, at a quiet hour (UTC).
 CLEANUP_SCHEDULE = "0 30 2 * * *"
 
-KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
-
-
 def check_settings(env: Mapping[str, str]) -> Settings:
     """Every setting validated before any binding is registered, failing with the setting's name.
 
-    An unresolved Key Vault reference reaches the app as its literal text; naming it as such saves
-    chasing a misleading "not an https URL".
+    An unresolved Key Vault reference is named as such (see settings.check_key_vault_references).
 
     Where the health counters and the dead letters live is checked here too (the alert tables are
     checked when `start` opens their store), though they are only used later: a missing or malformed
     location found by a batch would fail every batch through all its retries and past the checkpoint,
     instead of stopping the app before it reads anything.
     """
-    for name, value in env.items():
-        if isinstance(value, str) and value.strip().startswith(KEY_VAULT_REFERENCE):
-            raise SettingsError(
-                f"setting {name}: the Key Vault reference was not resolved; check that the app's identity "
-                "has Key Vault Secrets User on the vault and that keyVaultReferenceIdentity names it "
-                "(the portal shows the reason next to the app setting)")
     settings = Settings.from_env(env)
     validate_settings(settings)
     check_table_name("HEALTH_TABLE", settings.health_table)

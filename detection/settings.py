@@ -26,6 +26,20 @@ class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the setting and the problem."""
 
 
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+def check_key_vault_references(env: Mapping[str, str]) -> None:
+    """An unresolved Key Vault reference reaches the app as its literal text; naming it as such saves
+    chasing a misleading "not an https URL"."""
+    for name, value in env.items():
+        if isinstance(value, str) and value.strip().startswith(KEY_VAULT_REFERENCE):
+            raise SettingsError(
+                f"setting {name}: the Key Vault reference was not resolved; check that the app's identity "
+                "has Key Vault Secrets User on the vault and that keyVaultReferenceIdentity names it "
+                "(the portal shows the reason next to the app setting)")
+
+
 # ---- value parsers: each takes the raw string and returns the typed value or raises ValueError ----
 
 def _text(raw: str) -> str:
@@ -390,6 +404,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Validate every declared setting found in `env` (default: os.environ)."""
         env = os.environ if env is None else env
+        check_key_vault_references(env)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             meta = f.metadata

@@ -15,7 +15,7 @@ param consumerGroupName = readEnvironmentVariable('EVENTHUB_CONSUMER_GROUP', 'm3
 // exports deliver with the namespace's shared access keys (set EVENTHUB_DISABLE_LOCAL_AUTH=false).
 param eventHubDisableLocalAuth = bool(readEnvironmentVariable('EVENTHUB_DISABLE_LOCAL_AUTH', 'true'))
 
-// Who may publish with `python -m detection send` (azd sets AZURE_PRINCIPAL_ID to the signed-in user).
+// Who may publish with `python -m detection send`: an object id, e.g. `az ad signed-in-user show --query id -o tsv`.
 param senderPrincipalId = readEnvironmentVariable('EVENTHUB_SENDER_PRINCIPAL_ID', '')
 
 // Secrets: stored in Key Vault only, never in app settings or outputs.

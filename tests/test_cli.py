@@ -218,3 +218,19 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path, command):
     stderr = reader.stderr.read()
     assert reader.wait(timeout=120) == 0
     assert b"Broken pipe" not in stderr and b"Traceback" not in stderr
+
+
+def test_an_unresolved_key_vault_reference_is_named_as_such():
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/teams-webhook-url/)"
+    result = run("settings", env={"PATH": "/usr/bin:/bin", "TEAMS_WEBHOOK_URL": reference})
+    assert result.returncode == 2
+    assert b"TEAMS_WEBHOOK_URL: the Key Vault reference was not resolved" in result.stderr
+
+
+def test_preview_of_a_stored_alert_exits_1_when_storage_is_unreachable():
+    from detection.devserver import connection_string, free_port
+
+    env = {"PATH": "/usr/bin:/bin", "ALERTS_STORAGE_CONNECTION": connection_string(free_port())}
+    result = run("preview", "0" * 32, env=env)
+    assert result.returncode == 1, result.stderr
+    assert b"Traceback" not in result.stderr

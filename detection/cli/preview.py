@@ -25,6 +25,7 @@ from detection.cli.common import (
     run_command,
     warn,
 )
+from detection.cli.statecommon import storage_guard
 from detection.notify.base import AlertMessage, Message
 from detection.notify.cardcheck import CardCheckUnavailable, check_cards
 from detection.notify.console import render_text
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"HTML file to write (default: {DEFAULT_OUT})")
     add_rules_option(parser)
     add_settings_option(parser)
-    parser.set_defaults(func=lambda args: run_command(run, args))
+    parser.set_defaults(func=lambda args: run_command(storage_guard(run), args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,11 +87,10 @@ def _first_alerting_record(rule: Rule) -> dict[str, Any] | None:
 def stored_message(settings: Settings, alert_id: str) -> AlertMessage:
     from detection.state.delivery import alert_message
     from detection.state.store import AlertStore
-    from detection.state.tables import StorageError
 
-    try:
+    try:  # an unreachable store is StorageError: storage_guard makes it exit 1 like the other state commands
         stored = AlertStore.open(settings, create_tables=False).find(alert_id)
-    except (StorageError, ValueError) as exc:
+    except ValueError as exc:
         raise CommandError(f"cannot read the alert store: {exc}") from None
     if stored is None or stored.entity.get("kind") != "alert":
         raise CommandError(f"no alert with id {alert_id!r} in the alert store")
