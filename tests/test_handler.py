@@ -247,6 +247,33 @@ def test_overlapping_batches_never_summarise_an_overflow_alert_twice(env: Env) -
     assert counts == [3, 2]
 
 
+# ---- severity thresholds ----
+
+def test_an_alert_below_every_destinations_minimum_severity_is_below_threshold(env: Env) -> None:
+    env.teams.min_severity, env.slack.min_severity = "high", "critical"  # the seed rule is medium
+    report = env.run(body([record("quiet")]))
+    assert (report.new, report.notified, report.owed) == (1, 0, 0)
+    stored = env.alerts()["quiet"]
+    assert stored["status"] == "below_threshold" and stored["role"] == "head"
+    assert codec.loads(stored["ledger"], None) == {}
+    assert codec.loads(stored["below_min_severity"], None) == {"teams": "high", "slack": "critical"}
+    assert list(env.alerts(status="below_threshold")) == ["quiet"] and env.alerts(status="new") == {}
+    env.clock.advance(days=1)
+    assert redeliver(env.deliverer()).due == 0 and env.owed_rows() == []
+    env.run(body([record("quiet")]))
+    assert env.teams.sent == env.slack.sent == []
+    assert env.alerts()["quiet"]["status"] == "below_threshold"
+
+
+def test_an_alert_one_destination_takes_is_notified_and_names_the_one_that_did_not(env: Env) -> None:
+    env.slack.min_severity = "high"
+    env.run(body([record("half")]))
+    stored = env.alerts()["half"]
+    assert stored["status"] == "notified" and sorted(codec.loads(stored["ledger"], {})) == ["teams"]
+    assert codec.loads(stored["below_min_severity"], None) == {"slack": "high"}
+    assert len(env.teams.sent) == 1 and env.slack.sent == []
+
+
 # ---- outcomes per tenant ----
 
 OTHER_TENANT = "9f8e7d6c-5b4a-4321-8fed-cba987654321"

@@ -1,8 +1,9 @@
 """`alerts list` and `alerts show`: what the alert state holds, for an analyst at a terminal.
 
-Every status is listed (new, notified, suppressed, excepted, muted, overflow, failed), so an alert that
-was muted by a maintenance window or never reached a destination is as visible as a notified one. The
-delivery ledger shows destination names, states and errors only: webhook URLs are never stored.
+Every status is listed (new, notified, suppressed, excepted, muted, overflow, failed, below_threshold),
+so an alert that was muted by a maintenance window, never reached a destination or was below every
+destination's minimum severity is as visible as a notified one. The delivery ledger shows destination
+names, states and errors only: webhook URLs are never stored.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = commands.add_parser("list", help="stored alerts, newest event first",
                                   description="List stored alerts, newest event first.")
-    listing.add_argument("--status", choices=STATUSES, help="only alerts with this status")
+    listing.add_argument("--status", choices=STATUSES,
+                         help="only alerts with this status (below_threshold: below every destination's "
+                              "minimum severity, so sent nowhere; `alerts show` names the thresholds)")
     listing.add_argument("--rule", metavar="RULE_ID", help="only alerts of this rule")
     listing.add_argument("--since", metavar="T",
                          help="only events at or after T: an ISO-8601 time, or a duration back from now "
@@ -129,6 +132,10 @@ def details(stored: Stored, store: AlertStore) -> dict[str, Any]:
     shown["created_at"] = _iso(entity.get("created_at"))
     shown["expires_at"] = _iso(entity.get("expires_at"))
     shown["ledger"] = codec.loads(entity.get("ledger"), {})
+    below = codec.loads(entity.get("below_min_severity"), {})
+    if below:
+        # destination → its minimum severity, for each destination the alert's severity is below
+        shown["below_min_severity"] = below
     if entity.get("kind") == "notice":
         shown["notice"] = codec.loads(entity.get("message"), {})
         shown["notice_kind"] = entity.get("notice_kind")

@@ -106,10 +106,16 @@ class Deliverer:
             return None
         count = self.store.take_unreported(str(series), alert.alert_id, now) if series else 0
         message = AlertMessage(alert, suppressed_count=count)
-        ledger = lifecycle.new_ledger([d.name for d in self.destinations if d.accepts(message)], now)
-        updated = self.store.update(stored, {
+        # Destinations whose minimum severity is above the alert's, kept so `alerts show` says why.
+        below = {d.name: d.min_severity for d in self.destinations if not d.accepts(message)}
+        ledger = lifecycle.new_ledger([d.name for d in self.destinations if d.name not in below], now)
+        changes: dict[str, Any] = {
             "role": role, "suppressed_count": count, "ledger": codec.dumps(ledger),
-            "owed": lifecycle.owes(ledger), "next_attempt_at": now}, now)
+            "owed": lifecycle.owes(ledger), "next_attempt_at": now,
+            "status": lifecycle.decided_status(ledger, below)}
+        if below:
+            changes["below_min_severity"] = codec.dumps(below)
+        updated = self.store.update(stored, changes, now)
         progress.role = role
         return updated
 

@@ -29,8 +29,10 @@ from detection.state import keys
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-Status = Literal["new", "notified", "suppressed", "excepted", "muted", "overflow", "failed"]
-STATUSES: tuple[str, ...] = ("new", "notified", "suppressed", "excepted", "muted", "overflow", "failed")
+Status = Literal["new", "notified", "suppressed", "excepted", "muted", "overflow", "failed",
+                 "below_threshold"]
+STATUSES: tuple[str, ...] = ("new", "notified", "suppressed", "excepted", "muted", "overflow", "failed",
+                             "below_threshold")
 LedgerState = Literal["pending", "delivered", "accepted", "failed"]
 TERMINAL = frozenset({"delivered", "accepted", "failed"})
 ERROR_CHARS = 500
@@ -429,6 +431,18 @@ def failed(ledger: Mapping[str, Mapping[str, Any]]) -> set[str]:
 
 def delivered(ledger: Mapping[str, Mapping[str, Any]]) -> set[str]:
     return {name for name, entry in ledger.items() if entry.get("state") in ("delivered", "accepted")}
+
+
+def decided_status(ledger: Mapping[str, Mapping[str, Any]], below: Mapping[str, str]) -> Status:
+    """The status of a head or solo alert once its destinations are chosen. `below` maps each
+    destination that does not take the alert to its minimum severity.
+
+    When every destination is in `below`, nothing will ever be sent, and "new" (not yet notified)
+    would say the opposite: the alert is below_threshold, stored and listed, notified nowhere on
+    purpose. Destinations that do take it make it new until they have it."""
+    if not ledger and below:
+        return "below_threshold"
+    return "new"
 
 
 def delivery_status(ledger: Mapping[str, Mapping[str, Any]]) -> Status:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pytest_httpserver import HTTPServer
 
 from detection.cli import main
 from detection.devserver import connection_string, free_port
@@ -87,6 +88,30 @@ def test_alerts_list_and_show(local_settings: Path, inputs: list[str],
 
     assert main(["alerts", "show", "0" * 32, "--settings", str(local_settings)]) == 2
     assert "no alert" in capsys.readouterr().err
+
+
+def test_alerts_below_every_threshold_are_listed_as_such_and_show_the_thresholds(
+        tmp_path: Path, state_settings_env: dict[str, str], inputs: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with HTTPServer(host="127.0.0.1", port=0) as teams:
+        teams.expect_request("/teams", method="POST").respond_with_data("", status=202)
+        only_critical = write_settings(tmp_path / "critical.json", {
+            **state_settings_env, "TEAMS_WEBHOOK_URL": teams.url_for("/teams"),
+            "TEAMS_MIN_SEVERITY": "critical"})
+        assert main(["replay", *inputs, "--settings", str(only_critical)]) == 0
+        (stats,) = lines(capsys.readouterr().out)
+        assert (stats["new"], stats["notified"], stats["owed"]) == (4, 0, 0)
+        assert teams.log == []  # a medium alert never goes to a critical-only channel
+    assert main(["alerts", "list", "--status", "new", "--json", "--settings", str(only_critical)]) == 0
+    assert lines(capsys.readouterr().out) == []  # nothing reads as "not yet notified"
+    assert main(["alerts", "list", "--status", "below_threshold", "--json",
+                 "--settings", str(only_critical)]) == 0
+    listed = lines(capsys.readouterr().out)
+    assert sorted(a["record_id"] for a in listed) == ["cli-1", "cli-3", "cli-4"]  # cli-2 is suppressed
+    assert main(["alerts", "show", listed[0]["alert_id"], "--settings", str(only_critical)]) == 0
+    (shown,) = lines(capsys.readouterr().out)
+    assert (shown["status"], shown["severity"], shown["ledger"]) == ("below_threshold", "medium", {})
+    assert shown["below_min_severity"] == {"teams": "critical"}
 
 
 def test_alerts_list_limit_keeps_the_newest_events(local_settings: Path, state_settings_env: dict[str, str],

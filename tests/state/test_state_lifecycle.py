@@ -232,3 +232,12 @@ def test_errors_in_the_ledger_are_bounded() -> None:
     after = lifecycle.record_outcome(ledger, "teams", Outcome("failed", 400, "x" * 5000), token="A", now=now,
                                      created=now, max_age=timedelta(days=3), delay=timedelta(minutes=1))
     assert len(after["teams"]["error"]) <= lifecycle.ERROR_CHARS
+
+
+def test_an_alert_no_destination_takes_for_its_severity_is_below_threshold_not_new() -> None:
+    now = utc(2026, 12, 1)
+    assert lifecycle.decided_status({}, {"teams": "high", "slack": "critical"}) == "below_threshold"
+    # One destination takes it: it is new until that one has it, whatever the others' thresholds.
+    assert lifecycle.decided_status(lifecycle.new_ledger(["teams"], now), {"slack": "high"}) == "new"
+    assert lifecycle.decided_status(lifecycle.new_ledger(["teams"], now), {}) == "new"
+    assert "below_threshold" in lifecycle.STATUSES
