@@ -184,10 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if command:
                 env = dict(os.environ, ALERTS_STORAGE_CONNECTION=server.connection_string)
                 return subprocess.call(command, env=env)  # noqa: S603 - the user's own command line
-            print(f"Azurite Table service on http://{server.host}:{server.port} (Ctrl-C to stop)",
-                  file=sys.stderr)
-            print(f"ALERTS_STORAGE_CONNECTION={server.connection_string}", flush=True)
+            # Ctrl-C is how this mode ends; it may come as soon as the connection line is out.
             with contextlib.suppress(KeyboardInterrupt):
+                print(f"Azurite Table service on http://{server.host}:{server.port} (Ctrl-C to stop)",
+                      file=sys.stderr)
+                print(f"ALERTS_STORAGE_CONNECTION={server.connection_string}", flush=True)
                 assert server.process is not None
                 server.process.wait()
             return 0
