@@ -20,6 +20,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+import stringzilla
+
 from detection.health.counters import (
     MAX_NAME_CHARS,
     OTHER,
@@ -106,23 +108,28 @@ def census_of_body(text: bytes, limits: Limits) -> Counter[Triple]:
     """The same census of one decompressed body, mostly without parsing it.
 
     The handler counts every body, including the many the prefilter never parses, so parsing them
-    all here would cost more than detection itself. The three keys are found by one literal-prefixed
-    scan each, whatever the producer's layout (pretty-printed, NDJSON, envelopes, RawEventData as an
-    escaped JSON string), and paired in order, since every record holds each key once. A body where
-    the three counts disagree (a record without one, a key nested somewhere) is parsed properly.
+    all here would cost more than detection itself. The three keys are found whatever the producer's
+    layout (pretty-printed, NDJSON, envelopes, RawEventData as an escaped JSON string), and paired in
+    order, since every record holds each key once. A body where the three counts disagree (a record
+    without one, a key nested somewhere) is parsed properly.
+
+    A key with one value in the whole body (its tenant, usually its workload) is not scanned at all,
+    only counted (see `_column`), and pairing needs just the keys whose values vary.
     """
-    tenants = _TENANT_KEY.findall(text)
-    workloads = _WORKLOAD_KEY.findall(text)
-    operations = _OPERATION_KEY.findall(text)
-    if len(tenants) == len(workloads) == len(operations):
-        found: Counter[tuple[bytes, bytes, bytes]] = Counter(zip(tenants, workloads, operations, strict=True))
-        census: Counter[Triple] = Counter()
-        for (t, w, o), n in found.items():
-            # Added, not assigned: spellings that differ only in case are one tenant.
-            census[(_tenant_of(t.decode("ascii", "replace")), bounded_name(w.decode("ascii", "replace")),
-                    _operation_of(o.decode("ascii", "replace")))] += n
-        return census
-    return census_of_records(r.raw for r in decode_json(text, limits).records)
+    columns = [_column(key, text) for key in _KEYS]
+    if not columns[0].n == columns[1].n == columns[2].n:
+        return census_of_records(r.raw for r in decode_json(text, limits).records)
+    varying = [column.values for column in columns if column.single is None]
+    found: Counter[tuple[bytes, ...]] = (Counter(zip(*varying, strict=True)) if varying
+                                         else Counter({(): columns[0].n}))
+    census: Counter[Triple] = Counter()
+    for combination, n in found.items():
+        picked = iter(combination)
+        t, w, o = (next(picked) if column.single is None else column.single for column in columns)
+        # Added, not assigned: spellings that differ only in case are one tenant.
+        census[(_tenant_of(t.decode("ascii", "replace")), bounded_name(w.decode("ascii", "replace")),
+                _operation_of(o.decode("ascii", "replace")))] += n
+    return census
 
 
 def census_of_bodies(bodies: Iterable[bytes], limits: Limits) -> Counter[Triple]:
@@ -260,6 +267,47 @@ def _key(name: bytes) -> re.Pattern[bytes]:
     return re.compile(rb'"' + name + rb'\\?"[ \t\r\n]*:[ \t\r\n]*\\?"([^"\\]{0,%d})\\?"' % MAX_NAME_CHARS)
 
 
-_TENANT_KEY = _key(b"OrganizationId")
-_WORKLOAD_KEY = _key(b"Workload")
-_OPERATION_KEY = _key(b"Operation")
+@dataclass(frozen=True)
+class _Key:
+    """One counted key: its value pattern and the two spellings every match of it starts with."""
+
+    pattern: re.Pattern[bytes]
+    plain: bytes  # "Name"
+    escaped: bytes  # "Name\" inside a JSON string
+
+    @classmethod
+    def of(cls, name: bytes) -> _Key:
+        return cls(_key(name), b'"' + name + b'"', b'"' + name + b'\\"')
+
+
+@dataclass(frozen=True)
+class _Column:
+    """What `pattern.findall` would give for one key in one body: `n` matches, all `single` when that
+    is set, else the matched `values` in order."""
+
+    n: int
+    single: bytes | None = None
+    values: list[bytes] | None = None
+
+
+def _column(key: _Key, text: bytes) -> _Column:
+    """One key's values in a body, by SIMD counting when the key has a single value there.
+
+    Every match starts with one of the key's two spellings. The first of them is matched; when the
+    whole matched text (key and value, e.g. `"OrganizationId":"<id>"`) occurs, without overlaps, as
+    often as the two spellings together, every spelling begins a copy of it, so the scan would find
+    exactly that many matches, all with that value (the pattern reads nothing outside its match).
+    Otherwise (several values, an escape, a spelling that is no match) the body is scanned.
+    """
+    spellings = stringzilla.count(text, key.plain) + stringzilla.count(text, key.escaped)
+    if not spellings:
+        return _Column(0, values=[])
+    starts = [i for i in (stringzilla.find(text, key.plain), stringzilla.find(text, key.escaped)) if i >= 0]
+    first = key.pattern.match(text, min(starts))
+    if first is not None and stringzilla.count(text, first.group(0)) == spellings:
+        return _Column(spellings, single=first.group(1))
+    values = key.pattern.findall(text)
+    return _Column(len(values), values=values)
+
+
+_KEYS = (_Key.of(b"OrganizationId"), _Key.of(b"Workload"), _Key.of(b"Operation"))

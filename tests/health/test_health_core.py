@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from detection.health import (
     transitions,
 )
 from detection.health.aggregate import (
+    _KEYS,
     ADMIN_ACTION,
     CMDLETS,
     MAX_TENANTS_PER_BATCH,
     TENANT_SETTING,
+    _column,
     census_of_bodies,
     census_of_records,
     family_of,
@@ -144,6 +147,45 @@ def test_a_body_whose_keys_do_not_pair_up_is_parsed_instead():
     body = orjson.dumps([one, two, {"Id": "3", "Operation": "x", "Workload": "Exchange",
                                     "Note": {"Operation": "nested"}}])
     assert census_of_bodies([body, b"\x1f\x8bnot gzip"], Limits()) == census_of_records(orjson.loads(body))
+
+
+def test_the_census_agrees_with_decoding_when_keys_vary_or_are_spelled_in_several_ways():
+    limits = Limits()
+    two_tenants = [record("Send", "Exchange", t) for t in (TENANT, OTHER_TENANT, TENANT)]
+    escaped_value = orjson.dumps([record("Send", "Exchange")]).replace(b'"Send"', b'"S\\u0065nd"')
+    plain_and_string = b"\n".join([  # one record plain, one as a Defender RawEventData string
+        orjson.dumps(record("Send", "Exchange")),
+        orjson.dumps({"properties": {"RawEventData": orjson.dumps(record("Send", "Exchange")).decode()}})])
+    key_in_text = [record("Send", "Exchange"),
+                   {**record("Send", "Exchange"), "Note": '"Workload":"Exchange"'}]
+    bodies = [orjson.dumps(two_tenants), escaped_value, plain_and_string, orjson.dumps(key_in_text)]
+    for body in bodies:
+        decoded = [r.raw for r in decode_body(body, limits).records]
+        assert census_of_bodies([body], limits) == census_of_records(decoded), body
+        assert sum(census_of_records(decoded).values()) >= 1
+    assert census_of_bodies([gzip.compress(bodies[0])], limits) == {
+        (TENANT, "Exchange", "Send"): 2, (OTHER_TENANT, "Exchange", "Send"): 1}
+
+
+@pytest.mark.parametrize("text", [
+    b"",
+    b'{"Workload":"Exchange"}',
+    b'[{"Workload":"Exchange"},{"Workload": "Exchange"}]',  # same value, another layout
+    b'[{"Workload":"Exchange"},{"Workload":"SharePoint"},{"Workload":"Exchange"}]',
+    b'{"a":"\\"Workload\\":\\"Exchange\\"","Workload":"Exchange"}',  # escaped first, then plain
+    b'{"Workload":"Exch\\u0061nge","b":{"Workload":"Exchange"}}',  # the first is no match
+    b'{"Workload":"' + b"x" * 200 + b'","Workload":"' + b"x" * 200 + b'"}',  # too long: never a match
+    # A string holding the key and value twice, the second starting on the first's closing quote:
+    # the scan finds one match there, so counting must not find two.
+    b'{"n":"\\"Workload\\":\\"Exchange\\"Workload\\":\\"Exchange\\""}',
+    b'{"Workload":"Workload"}',
+])
+def test_a_key_counted_without_scanning_gives_what_the_scan_gives(text):
+    key = _KEYS[1]
+    column = _column(key, text)
+    scanned = key.pattern.findall(text)
+    assert column.n == len(scanned)
+    assert (column.values if column.single is None else [column.single] * column.n) == scanned
 
 
 def test_outcomes_are_counted_per_tenant_and_skips_on_the_pipeline():
