@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -269,21 +269,32 @@ def _key(name: bytes) -> re.Pattern[bytes]:
 
 @dataclass(frozen=True)
 class _Key:
-    """One counted key: its value pattern and the two spellings every match of it starts with."""
+    """One counted key: its value pattern and the text every match of it starts with (`"Name`,
+    which cannot overlap itself: it holds one quote)."""
 
     pattern: re.Pattern[bytes]
-    plain: bytes  # "Name"
-    escaped: bytes  # "Name\" inside a JSON string
+    prefix: bytes
 
     @classmethod
     def of(cls, name: bytes) -> _Key:
-        return cls(_key(name), b'"' + name + b'"', b'"' + name + b'\\"')
+        return cls(_key(name), b'"' + name)
+
+    def matches(self, text: bytes) -> Iterator[re.Match[bytes]]:
+        """What `pattern.finditer` gives, trying the pattern only where SIMD search finds the prefix
+        instead of at every byte."""
+        match = self.pattern.match
+        at = stringzilla.find(text, self.prefix)
+        while at >= 0:
+            found = match(text, at)
+            at = stringzilla.find(text, self.prefix, at + 1 if found is None else found.end())
+            if found is not None:
+                yield found
 
 
 @dataclass(frozen=True)
 class _Column:
-    """What `pattern.findall` would give for one key in one body: `n` matches, all `single` when that
-    is set, else the matched `values` in order."""
+    """What `pattern.findall` gives for one key in one body: `n` matches, all `single` when that is
+    set, else the matched `values` in order."""
 
     n: int
     single: bytes | None = None
@@ -291,22 +302,28 @@ class _Column:
 
 
 def _column(key: _Key, text: bytes) -> _Column:
-    """One key's values in a body, by SIMD counting when the key has a single value there.
+    """One key's values in a body, only counted when the key has a single value there.
 
-    Every match starts with one of the key's two spellings. The first of them is matched; when the
-    whole matched text (key and value, e.g. `"OrganizationId":"<id>"`) occurs, without overlaps, as
-    often as the two spellings together, every spelling begins a copy of it, so the scan would find
-    exactly that many matches, all with that value (the pattern reads nothing outside its match).
-    Otherwise (several values, an escape, a spelling that is no match) the body is scanned.
+    When the first two matches are the same text (key and value, e.g. `"OrganizationId":"<id>"`) and
+    it occurs, without overlaps, as often as the key's prefix, every prefix begins a copy of it, so
+    the scan would find exactly that many matches, all with that value (the pattern reads nothing
+    outside its match). Otherwise (several values, an escape, a prefix that is no match) the rest of
+    the body is scanned.
     """
-    spellings = stringzilla.count(text, key.plain) + stringzilla.count(text, key.escaped)
-    if not spellings:
+    matches = key.matches(text)
+    first = next(matches, None)
+    if first is None:
         return _Column(0, values=[])
-    starts = [i for i in (stringzilla.find(text, key.plain), stringzilla.find(text, key.escaped)) if i >= 0]
-    first = key.pattern.match(text, min(starts))
-    if first is not None and stringzilla.count(text, first.group(0)) == spellings:
-        return _Column(spellings, single=first.group(1))
-    values = key.pattern.findall(text)
+    second = next(matches, None)
+    if second is None:
+        return _Column(1, single=first.group(1))
+    whole = first.group(0)
+    if second.group(0) == whole:
+        n = stringzilla.count(text, key.prefix)
+        if stringzilla.count(text, whole) == n:
+            return _Column(n, single=first.group(1))
+    values = [first.group(1), second.group(1)]
+    values.extend(found.group(1) for found in matches)
     return _Column(len(values), values=values)
 
 
