@@ -74,8 +74,11 @@ def test_bench_command_prints_figures_as_its_last_line(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     figures = orjson.loads(lines[-1])
     for key in ("records", "records_per_s", "vs_orjson_parse", "peak_rss_mb", "orjson_records_per_s",
-                "prefilter_off_records_per_s", "prefilter_on_records_per_s", "import_ms"):
+                "prefilter_off_records_per_s", "prefilter_on_records_per_s", "import_ms",
+                "health_census_records_per_s", "health_census_vs_orjson_parse", "with_health_records_per_s",
+                "with_health_vs_orjson_parse"):
         assert key in figures
+    assert figures["with_health_records_per_s"] > 0 and figures["health_census_records_per_s"] > 0
     assert figures["records"] == 3000 and figures["identical_alerts"] is True
     assert figures["peak_rss_mb"] > 0
     # The function app imports outside the Functions host too (no storage configured here).
@@ -83,6 +86,7 @@ def test_bench_command_prints_figures_as_its_last_line(capsys):
     assert any(line.startswith("import function_app: ") and line.endswith("ms (fresh interpreter)")
                for line in lines)
     assert any(line.startswith("orjson.loads of every body") for line in lines)
+    assert any(line.startswith("health census of every body") for line in lines)
 
 
 def test_bench_json_only(capsys):

@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="measure the detection path against plain JSON parsing",
         description="Generate a deterministic tenant-like stream, then measure on one core: orjson.loads of "
                     "every body, the full path with the prefilter off and on (their alerts must be "
-                    "identical), the peak RSS of one 10 000-record batch and the function app's import "
-                    "time. The last line is one JSON object with the figures.")
+                    "identical), the health census of every body alone and with the prefiltered path "
+                    "(the handler's per-batch CPU short of storage), the peak RSS of one 10 000-record "
+                    "batch and the function app's import time. The last line is one JSON object with the "
+                    "figures.")
     bench.add_argument("--records", type=int, default=100_000, metavar="N",
                        help="records in the stream (default 100000)")
     bench.add_argument("--seed", type=int, default=1, help="seed of the generated stream (default 1)")
