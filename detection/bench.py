@@ -33,9 +33,6 @@ from typing import Any
 import orjson
 
 from detection.engine import Detection, detect
-from detection.health import inputs_of
-from detection.health.aggregate import census_of_bodies
-from detection.health.routine import batch_delta
 from detection.samplegen import Body, generate_bodies
 from detection.sources import Limits, decompress
 
@@ -229,6 +226,12 @@ def _run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[An
     say("  bodies: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
     say(f"rules: {len(rules)}; one core{f' (cpu {cpu})' if cpu is not None else ''}; "
         f"best of {repeat} runs")
+
+    # Imported here, not at the top: the fresh process that measures memory imports this module, and
+    # the health routine's storage clients would count there although that batch never uses them.
+    from detection.health import inputs_of
+    from detection.health.aggregate import census_of_bodies
+    from detection.health.routine import batch_delta
 
     inputs = inputs_of(rules)
 
