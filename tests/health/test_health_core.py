@@ -179,6 +179,7 @@ def test_the_census_agrees_with_decoding_when_keys_vary_or_are_spelled_in_severa
     # the scan finds one match there, so counting must not find two.
     b'{"n":"\\"Workload\\":\\"Exchange\\"Workload\\":\\"Exchange\\""}',
     b'{"Workload":"Workload"}',
+    b'[{"Workload":"Workload"},{"Workload":"Workload"}]',  # each copy holds the prefix twice
     b'[{"Workload":"Exchange","WorkloadKind":1},{"Workload":"Exchange"}]',  # a prefix that is no match
 ])
 def test_a_key_counted_without_scanning_gives_what_the_scan_gives(text):
