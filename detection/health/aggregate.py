@@ -113,8 +113,8 @@ def census_of_body(text: bytes, limits: Limits) -> Counter[Triple]:
     order, since every record holds each key once. A body where the three counts disagree (a record
     without one, a key nested somewhere) is parsed properly.
 
-    A key with one value in the whole body (its tenant, usually its workload) is not scanned at all,
-    only counted (see `_column`), and pairing needs just the keys whose values vary.
+    A key with one value in the whole body (its tenant, usually its workload) is read at its first two
+    matches and then only counted (see `_column`), and pairing needs just the keys whose values vary.
     """
     columns = [_column(key, text) for key in _KEYS]
     if not columns[0].n == columns[1].n == columns[2].n:
