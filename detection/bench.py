@@ -57,6 +57,12 @@ class Timing:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
 
 
+def figure(label: str, timing: Timing, note: str = "") -> str:
+    """One aligned line of the report: what was timed, its milliseconds and records per second."""
+    line = f"{label:<45} {timing.seconds * 1000:8.1f} ms {timing.per_second:12,.0f} records/s"
+    return f"{line}  {note}" if note else line
+
+
 @contextmanager
 def one_core() -> Iterator[int | None]:
     """Run on a single CPU so that the figures are one core's; yields it (None where unsupported).
@@ -249,26 +255,22 @@ def _run(records: int, seed: int, repeat: int, settings: Any, rules: Sequence[An
         lambda: census_of_bodies(payloads, limits), with_health)
     base = Timing(base_seconds, records)
     slow = Timing(off_seconds, records)
-    say(f"orjson.loads of every body (gunzip included): {base.seconds * 1000:8.1f} ms "
-        f"{base.per_second:12,.0f} records/s")
-    say(f"full path, prefilter off:                    {slow.seconds * 1000:8.1f} ms "
-        f"{slow.per_second:12,.0f} records/s  ({slow.per_second / base.per_second:.2f}x orjson)")
+    say(figure("orjson.loads of every body (gunzip included):", base))
+    say(figure("full path, prefilter off:", slow, f"({slow.per_second / base.per_second:.2f}x orjson)"))
 
     fast = Timing(on_seconds, records)
     vs_orjson = fast.per_second / base.per_second
-    say(f"full path, prefilter on:                     {fast.seconds * 1000:8.1f} ms "
-        f"{fast.per_second:12,.0f} records/s  ({vs_orjson:.2f}x orjson, "
-        f"{fast.per_second / slow.per_second:.0f}x prefilter off)")
+    say(figure("full path, prefilter on:", fast, f"({vs_orjson:.2f}x orjson, "
+               f"{fast.per_second / slow.per_second:.0f}x prefilter off)"))
     say(f"  bodies parsed {on.stats.bodies_parsed} of {on.stats.bodies}, "
         f"records mapped {on.stats.records_mapped} of {records}")
     census = Timing(census_seconds, records)
-    say(f"health census of every body:                 {census.seconds * 1000:8.1f} ms "
-        f"{census.per_second:12,.0f} records/s  ({census.per_second / base.per_second:.2f}x orjson)")
+    say(figure("health census of every body:", census,
+               f"({census.per_second / base.per_second:.2f}x orjson)"))
     health = Timing(health_seconds, records)
     with_health_vs_orjson = health.per_second / base.per_second
-    say(f"prefilter on + health counters (per batch):  {health.seconds * 1000:8.1f} ms "
-        f"{health.per_second:12,.0f} records/s  ({with_health_vs_orjson:.2f}x orjson; "
-        f"the handler's CPU short of storage)")
+    say(figure("prefilter on + health counters (per batch):", health,
+               f"({with_health_vs_orjson:.2f}x orjson; the handler's CPU short of storage)"))
 
     compare_paths(off, on)
     say(f"alerts: {len(on.alerts)} (+{len(on.overflow)} beyond max_signals, {len(on.excepted)} excepted), "
